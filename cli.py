@@ -1,0 +1,324 @@
+"""The ``citygrid`` command: a thin shell over geodata, etl and dashboard (no logic of its own)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from functools import wraps
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from geodata.errors import CityGridError
+from geodata.settings import get_settings
+
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(
+    name="citygrid",
+    help="CityGrid: GIS command-centre dashboard for digital urban management (数字城管).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(
+    help="The embedded PostgreSQL + PostGIS cluster (used when DATABASE_URL is unset).", no_args_is_help=True
+)
+user_app = typer.Typer(help="Internal users: leaders, planners and administrators.", no_args_is_help=True)
+kiosk_app = typer.Typer(
+    help="Kiosk tokens: revocable read-only passes for wall displays (big screen only).", no_args_is_help=True
+)
+app.add_typer(db_app, name="db")
+app.add_typer(user_app, name="user")
+app.add_typer(kiosk_app, name="kiosk")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly(func: F) -> F:
+    """Print CityGrid's own errors as one message naming the fix, and exit 1, instead of a traceback."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except CityGridError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}")
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+# --- the embedded cluster -------------------------------------------------------------------------------
+
+
+def _cluster():  # type: ignore[no-untyped-def]
+    from geodata.cluster import EmbeddedCluster
+
+    settings = get_settings()
+    if not settings.embedded:
+        raise CityGridError("DATABASE_URL is set: CityGrid uses that server and runs no cluster of its own.")
+    return EmbeddedCluster(settings)
+
+
+@db_app.command("start")
+@friendly
+def db_start() -> None:
+    """Start the embedded cluster (initialising it on first use, installing PostgreSQL/PostGIS if root)."""
+    info = _cluster().start()
+    console.print(f"embedded PostGIS running on 127.0.0.1:{info.port}, data in {info.data_dir}")
+
+
+@db_app.command("stop")
+@friendly
+def db_stop() -> None:
+    """Stop the embedded cluster cleanly (a fast shutdown: sessions end, data is kept)."""
+    _cluster().stop()
+    console.print("embedded PostGIS stopped")
+
+
+@db_app.command("status")
+@friendly
+def db_status() -> None:
+    """Say whether the embedded cluster is initialised and running, on which port, and the schema revision."""
+    settings = get_settings()
+    if not settings.embedded:
+        from geodata import engines, migrate
+
+        engine = engines.writer_engine()
+        version = engines.check_connection(engine)
+        console.print(
+            f"external server {engine.url.host}:{engine.url.port} (PostgreSQL {version}), "
+            f"schema revision {migrate.current_revision(engine) or 'none'}"
+        )
+        return
+    status = _cluster().status()
+    console.print(status.describe() if hasattr(status, "describe") else str(status))
+
+
+# --- schema ---------------------------------------------------------------------------------------------
+
+
+@app.command()
+@friendly
+def migrate() -> None:
+    """Bring the schema to the newest revision and load the shipped code dictionaries (idempotent)."""
+    from geodata import dictionaries, engines
+    from geodata import migrate as migrations
+
+    engine = engines.writer_engine()
+    engines.check_connection(engine)
+    revision = migrations.upgrade(engine)
+    with engine.begin() as conn:
+        counts = dictionaries.load_dictionaries(conn, get_settings().category_edition)
+    console.print(f"schema at revision {revision}; dictionaries loaded: {counts}")
+
+
+# --- users and kiosk tokens -----------------------------------------------------------------------------
+
+
+@user_app.command("add")
+@friendly
+def user_add(
+    username: Annotated[str, typer.Argument(help="Login name: 3-64 of a-z 0-9 _ . -")],
+    role: Annotated[str, typer.Option(help="leader, planner or administrator")] = "planner",
+    display_name: Annotated[str, typer.Option(help="Name shown in the dashboard")] = "",
+    password: Annotated[str | None, typer.Option(help="Omit to be prompted (never echoed)")] = None,
+) -> None:
+    """Add an internal user; the password is stored only as an Argon2id hash."""
+    from geodata import accounts, engines
+
+    if password is None:
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    engine = engines.writer_engine()
+    accounts.add_user(engine, username, password, role, display_name)
+    accounts.audit(engine, "cli", "user.add", {"username": username, "role": role}, None)
+    console.print(f"user {username} added as {role}")
+
+
+@user_app.command("ensure-admin")
+@friendly
+def user_ensure_admin(
+    username: Annotated[str, typer.Option(help="Login name of the first administrator")] = "admin",
+) -> None:
+    """Create a first administrator with a random password, printed once, unless one exists already."""
+    import secrets
+
+    from geodata import accounts, engines
+
+    engine = engines.writer_engine()
+    if any(user.role == "administrator" and not user.disabled for user in accounts.list_users(engine)):
+        console.print("an administrator exists already; nothing to do")
+        return
+    password = secrets.token_urlsafe(12)
+    accounts.add_user(engine, username, password, "administrator", "Administrator")
+    accounts.audit(engine, "cli", "user.add", {"username": username, "role": "administrator"}, None)
+    console.print(f"first administrator created — log in as [bold]{username}[/] with password "
+                  f"[bold]{password}[/] (shown once; change it with `citygrid user passwd {username}`)")
+
+
+@user_app.command("passwd")
+@friendly
+def user_passwd(username: str) -> None:
+    """Set a user's password (prompted, never echoed); unlocks the account."""
+    from geodata import accounts, engines
+
+    password = typer.prompt("new password", hide_input=True, confirmation_prompt=True)
+    engine = engines.writer_engine()
+    accounts.set_password(engine, username, password)
+    accounts.audit(engine, "cli", "user.passwd", {"username": username}, None)
+    console.print(f"password of {username} changed")
+
+
+@user_app.command("list")
+@friendly
+def user_list() -> None:
+    """List internal users with their role, state and last login."""
+    from geodata import accounts, engines
+
+    table = Table("username", "role", "display name", "disabled", "locked until", "last login")
+    for user in accounts.list_users(engines.writer_engine()):
+        table.add_row(
+            user.username,
+            user.role,
+            user.display_name,
+            str(user.disabled),
+            str(user.locked_until or ""),
+            str(user.last_login_at or ""),
+        )
+    console.print(table)
+
+
+@user_app.command("disable")
+@friendly
+def user_disable(username: str) -> None:
+    """Disable a user: they can no longer log in (their audit history stays)."""
+    from geodata import accounts, engines
+
+    engine = engines.writer_engine()
+    accounts.disable_user(engine, username)
+    accounts.audit(engine, "cli", "user.disable", {"username": username}, None)
+    console.print(f"user {username} disabled")
+
+
+@kiosk_app.command("issue")
+@friendly
+def kiosk_issue(
+    label: Annotated[str, typer.Argument(help="Where the display hangs, e.g. 'command centre wall'")],
+    created_by: Annotated[str, typer.Option(help="The administrator issuing it")],
+) -> None:
+    """Issue a kiosk token and print the URL a wall display opens (shown once; only its hash is kept)."""
+    from geodata import accounts, engines
+
+    engine = engines.writer_engine()
+    token = accounts.issue_kiosk_token(engine, label, created_by)
+    settings = get_settings()
+    console.print(
+        f"kiosk URL (keep it safe, it is shown once):\n  http://{settings.host}:{settings.port}/kiosk/{token}"
+    )
+
+
+@kiosk_app.command("list")
+@friendly
+def kiosk_list() -> None:
+    """List kiosk tokens (never the tokens themselves)."""
+    from geodata import accounts, engines
+
+    table = Table("id", "label", "created by", "created", "revoked", "last used")
+    for row in accounts.list_kiosk_tokens(engines.writer_engine()):
+        table.add_row(
+            str(row.token_id),
+            row.label,
+            row.created_by,
+            str(row.created_at),
+            str(row.revoked_at or ""),
+            str(row.last_used_at or ""),
+        )
+    console.print(table)
+
+
+@kiosk_app.command("revoke")
+@friendly
+def kiosk_revoke(token_id: int) -> None:
+    """Revoke a kiosk token: the display it opened is logged out at its next refresh."""
+    from geodata import accounts, engines
+
+    engine = engines.writer_engine()
+    accounts.revoke_kiosk_token(engine, token_id)
+    accounts.audit(engine, "cli", "kiosk.revoke", {"token_id": token_id}, None)
+    console.print(f"kiosk token {token_id} revoked")
+
+
+# --- serving --------------------------------------------------------------------------------------------
+
+
+@app.command()
+@friendly
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default: settings)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8050 internal, 8051 public)")] = None,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="gunicorn worker processes")] = 2,
+    dev: Annotated[bool, typer.Option("--dev", help="Flask's single-process server with reload")] = False,
+) -> None:
+    """Serve the internal dashboard (login required) under gunicorn."""
+    from geodata import engines
+    from geodata import migrate as migrations
+
+    settings = get_settings()
+    host = host or settings.host
+    port = port or settings.port
+    engine = engines.writer_engine()
+    engines.check_connection(engine)
+    if migrations.current_revision(engine) != migrations.head_revision():
+        raise CityGridError("The schema is not at the newest revision: run `citygrid migrate` first.")
+    console.print(f"CityGrid on http://{host}:{port}")
+    if dev:
+        import app as wsgi_apps
+
+        wsgi_apps.server.run(host=host, port=port, debug=False)
+        return
+    from gunicorn.app.wsgiapp import run as gunicorn_run
+
+    sys.argv = [
+        "gunicorn",
+        "--bind",
+        f"{host}:{port}",
+        "--workers",
+        str(workers),
+        "--threads",
+        "4",
+        "--timeout",
+        "120",
+        "--access-logfile",
+        "-",
+        "app:server",
+    ]
+    gunicorn_run()
+
+
+@app.command()
+@friendly
+def version() -> None:
+    """Print CityGrid's version and the schema revision it expects."""
+    from importlib.metadata import version as package_version
+
+    from geodata import migrate as migrations
+
+    console.print(
+        json.dumps(
+            {
+                "citygrid": package_version("citygrid"),
+                "schema": migrations.head_revision(),
+                "at": datetime.now().isoformat(timespec="seconds"),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    app()

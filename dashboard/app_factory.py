@@ -1,0 +1,41 @@
+"""Builds the internal Dash app on a Flask server with the login in front of every route."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dash
+import flask
+
+from geodata.engines import writer_engine
+from geodata.settings import Settings
+
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+
+
+def create_internal_app(settings: Settings) -> dash.Dash:
+    """The internal app: every page behind a login, scripts and styles served from the package (offline)."""
+    from dashboard import auth, shell
+    from dashboard.pages import home  # noqa: F401  (registers the page)
+
+    server = flask.Flask("citygrid")
+    auth.install_auth(server, settings, writer_engine)
+    app = dash.Dash(
+        "citygrid",
+        server=server,
+        use_pages=True,
+        pages_folder="",
+        assets_folder=str(ASSETS_DIR),
+        serve_locally=True,
+        title="CityGrid",
+        update_title=None,
+        suppress_callback_exceptions=True,
+    )
+    app.layout = shell.layout
+    shell.register_callbacks(app)
+
+    @server.get("/healthz")
+    def _healthz() -> flask.Response:
+        return flask.jsonify(status="ok")
+
+    return app

@@ -1,0 +1,70 @@
+"""Schema migrations (Alembic) run from Python, so ``citygrid migrate`` and the tests take one road."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, text
+
+from geodata.errors import StoreError
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+
+def _config(engine: Engine) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    return config
+
+
+def _check_postgis(engine: Engine) -> None:
+    with engine.connect() as conn:
+        available = conn.execute(
+            text("SELECT count(*) FROM pg_available_extensions WHERE name = 'postgis'")
+        ).scalar_one()
+    if not available:
+        raise StoreError(
+            "PostGIS is not installed on the database server "
+            f"{engine.url.host}:{engine.url.port}. Install it there (Debian/Ubuntu: "
+            "`apt-get install postgresql-15-postgis-3`, matching the server's major version), "
+            "or unset DATABASE_URL to let CityGrid run its own PostGIS."
+        )
+
+
+def upgrade(engine: Engine, revision: str = "head") -> str | None:
+    """Upgrade the schema to ``revision`` in one transaction; return the revision now in force."""
+    _check_postgis(engine)
+    config = _config(engine)
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, revision)
+    return current_revision(engine)
+
+
+def downgrade(engine: Engine, revision: str = "base") -> str | None:
+    """Downgrade the schema to ``revision`` ("base" is empty); return the revision now in force."""
+    config = _config(engine)
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, revision)
+    return current_revision(engine)
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at, or None for an empty database."""
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def head_revision() -> str:
+    """The newest revision this code knows."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head is not None
+    return head
