@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from datetime import datetime
 from functools import wraps
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -98,7 +99,11 @@ def db_status() -> None:
         )
         return
     status = _cluster().status()
-    console.print(status.describe() if hasattr(status, "describe") else str(status))
+    state = "running" if status.running else ("stopped" if status.initialised else "not initialised")
+    console.print(f"embedded PostGIS {state}; data folder {status.data_dir}"
+                  + (f"; port {status.port}" if status.port else "")
+                  + (f"; PostgreSQL {status.version}" if status.version else "")
+                  + (f"; log {status.log_file}" if status.log_file else ""))
 
 
 # --- schema ---------------------------------------------------------------------------------------------
@@ -117,6 +122,74 @@ def migrate() -> None:
     with engine.begin() as conn:
         counts = dictionaries.load_dictionaries(conn, get_settings().category_edition)
     console.print(f"schema at revision {revision}; dictionaries loaded: {counts}")
+
+
+# --- loading data ---------------------------------------------------------------------------------------
+
+
+@app.command()
+@friendly
+def load(
+    kind: Annotated[str, typer.Argument(help="admin_unit, component, camera or case")],
+    paths: Annotated[list[Path], typer.Argument(help="Files to load, each one transaction")],
+    crs: Annotated[str | None, typer.Option(help="Source CRS: EPSG:4326, EPSG:4490, EPSG:4548, GCJ02, BD09 ...")] = None,
+    mapping: Annotated[str | None, typer.Option(help="Mapping preset name or YAML file")] = None,
+    encoding: Annotated[str | None, typer.Option(help="Text encoding (default: detected)")] = None,
+    layer: Annotated[str | None, typer.Option(help="Layer of a GeoPackage")] = None,
+    sheet: Annotated[str | None, typer.Option(help="Sheet of an XLSX workbook")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit non-zero when any row was rejected")] = False,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Queue behind a running load, or refuse")] = True,
+) -> None:
+    """Load source files through the ETL; print rows read = stored (new + updated + unchanged) + rejected."""
+    from rich.progress import Progress
+
+    from etl.pipeline import LoadOptions, load_source
+    from geodata import engines
+
+    engine = engines.writer_engine()
+    options = LoadOptions(kind=kind, crs=crs, mapping=mapping, encoding=encoding, layer=layer, sheet=sheet,
+                          wait=wait)
+    table = Table("run", "source", "read", "new", "updated", "unchanged", "rejected", "seconds")
+    rejected = 0
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("loading", total=len(paths))
+        for path in paths:
+            progress.update(task, description=f"loading {path.name}")
+            result = load_source(engine, path, options)
+            rejected += result.rows_rejected
+            table.add_row(str(result.run_id), result.source_name, f"{result.rows_read:,}", f"{result.rows_new:,}",
+                          f"{result.rows_updated:,}", f"{result.rows_unchanged:,}", f"{result.rows_rejected:,}",
+                          f"{result.seconds:.1f}")
+            for note in result.notes:
+                console.print(f"[yellow]note[/] {result.source_name}: {note}")
+            progress.advance(task)
+    console.print(table)
+    if rejected:
+        console.print(f"{rejected:,} rows rejected, each kept with its reason: `citygrid rejects RUN_ID` lists them")
+    if strict and rejected:
+        raise typer.Exit(3)
+
+
+@app.command()
+@friendly
+def rejects(
+    run_id: Annotated[int, typer.Argument(help="The run id the load printed")],
+    limit: Annotated[int, typer.Option(min=1, max=100000)] = 50,
+) -> None:
+    """List a run's rejected rows with their row numbers and reasons."""
+    from sqlalchemy import text
+
+    from geodata import engines
+
+    table = Table("row", "field", "reason")
+    with engines.writer_engine().connect() as conn:
+        for row_number, field, reason in conn.execute(
+            text("SELECT row_number, field, reason FROM private.rejected_row WHERE run_id = :run"
+                 " ORDER BY row_number LIMIT :limit"),
+            {"run": run_id, "limit": limit},
+        ):
+            table.add_row(str(row_number), field or "", reason)
+    console.print(table)
 
 
 # --- users and kiosk tokens -----------------------------------------------------------------------------
