@@ -16,7 +16,6 @@ ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 def create_internal_app(settings: Settings) -> dash.Dash:
     """The internal app: every page behind a login, scripts and styles served from the package (offline)."""
     from dashboard import auth, shell
-    from dashboard.pages import home  # noqa: F401  (registers the page)
 
     server = flask.Flask("citygrid")
     auth.install_auth(server, settings, writer_engine)
@@ -31,6 +30,9 @@ def create_internal_app(settings: Settings) -> dash.Dash:
         update_title=None,
         suppress_callback_exceptions=True,
     )
+    # Pages register themselves on import, which Dash allows only once the app exists.
+    from dashboard.pages import home  # noqa: F401
+
     app.layout = shell.layout
     shell.register_callbacks(app)
 

@@ -176,8 +176,10 @@ def load_cameras(ctx: LoadContext, frame: pd.DataFrame) -> MergeCounts:
                                           ctx.settings.metric_crs)
     flags = {}
     for flag, default in (("online", True), ("ai_enabled", False)):
-        raw = work.get(flag, pd.Series(pd.NA, index=work.index)).astype("string").str.lower()
-        flags[flag] = raw.map({"true": True, "1": True, "false": False, "0": False}).fillna(default).astype(bool)
+        raw = work.get(flag, pd.Series(None, index=work.index, dtype="object"))
+        words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+        flags[flag] = pd.Series([words.get(str(v).strip().lower(), default) if v is not None else default
+                                 for v in raw.astype("object")], index=work.index, dtype=bool)
     out = pd.DataFrame({
         "camera_id": work["camera_id"], "component_code": work.get("component_code"), "name": work.get("name"),
         "camera_type": work["camera_type"], "geom": shapely.to_wkb(geoms, hex=True) if len(geoms) else [],

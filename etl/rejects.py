@@ -46,18 +46,14 @@ class RejectLog:
         if self._parts:
             found = pd.concat(self._parts, ignore_index=True)
             source = self._raw.drop(columns=[c for c in self._raw.columns if c == "geometry"], errors="ignore")
-            by_row = source.set_index("_row")
-            raws = [
-                {k: v for k, v in by_row.loc[r].items() if not (isinstance(v, float) and pd.isna(v))}
-                if r in by_row.index
-                else {}
-                for r in found["_row"]
-            ]
+            by_row = source.drop_duplicates("_row").set_index("_row")
+            picked = by_row.reindex(found["_row"].to_numpy()).astype("object")
+            records = picked.where(picked.notna(), None).to_dict("records")
+            raws = [{k: v for k, v in record.items() if v is not None} for record in records]
             if "geometry" in self._raw.columns:
-                wkt = self._raw.set_index("_row")["geometry"]
-                for raw, r in zip(raws, found["_row"], strict=True):
-                    geom = wkt.get(r)
-                    raw["geometry"] = None if geom is None else getattr(geom, "wkt", str(geom))[:2000]
+                geometry = self._raw.drop_duplicates("_row").set_index("_row")["geometry"]
+                for raw, geom in zip(raws, geometry.reindex(found["_row"].to_numpy()), strict=True):
+                    raw["geometry"] = None if geom is None or geom is pd.NA else getattr(geom, "wkt", str(geom))[:2000]
             found["raw"] = raws
             parts.append(found[columns])
         if not self._reader_rejects.empty:

@@ -30,6 +30,17 @@ class SuiteStore:
     reader: Engine
     public: Engine
     writer_url: str
+    reader_url: str | None
+    public_url: str | None
+
+    def environment(self) -> dict[str, str]:
+        """Environment variables that point CityGrid's own settings at this database."""
+        env = {"DATABASE_URL": self.writer_url}
+        if self.reader_url:
+            env["DATABASE_READ_URL"] = self.reader_url
+        if self.public_url:
+            env["PUBLIC_DATABASE_URL"] = self.public_url
+        return env
 
 
 def _server_admin_url() -> tuple[str, dict[str, str] | None]:
@@ -63,16 +74,20 @@ def store() -> Iterator[SuiteStore]:
                 engines._normalise(admin_url.rsplit("/", 1)[0] + f"/{name}"), isolation_level="AUTOCOMMIT"
             ).connect() as conn:
                 conn.execute(text("CREATE EXTENSION IF NOT EXISTS postgis"))
-            writer = engines.build_engine(engines._normalise(writer_url), "writer")
-            reader = engines.build_engine(engines._normalise(reader_url), "reader")
-            public = engines.build_engine(engines._normalise(public_url), "public")
+            writer_url, reader_url, public_url = (
+                engines._normalise(u) for u in (writer_url, reader_url, public_url)
+            )
+            writer = engines.build_engine(writer_url, "writer")
+            reader = engines.build_engine(reader_url, "reader")
+            public = engines.build_engine(public_url, "public")
         else:
             writer_url = engines._normalise(make_url(admin_url).set(database=name).render_as_string(False))
+            reader_url = public_url = None
             writer = engines.build_engine(writer_url, "writer")
             reader = engines.build_engine(writer_url, "reader", set_role=READER_ROLE)
             public = engines.build_engine(writer_url, "public", set_role=PUBLIC_ROLE)
         migrate.upgrade(writer)
-        yield SuiteStore(name, writer, reader, public, writer_url)
+        yield SuiteStore(name, writer, reader, public, writer_url, reader_url, public_url)
         for engine in (writer, reader, public):
             engine.dispose()
     finally:
@@ -96,3 +111,21 @@ def conn(store: SuiteStore) -> Iterator[Connection]:
 def settings(tmp_path) -> Settings:  # type: ignore[no-untyped-def]
     """Settings for a test that must not touch the checkout's data folder."""
     return Settings(data_dir=tmp_path)
+
+
+@pytest.fixture(scope="module")
+def app_environment(store: SuiteStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """Point CityGrid's process-wide settings and engines at the suite's database for one module."""
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in store.environment().items():
+            patch.setenv(key, value)
+        patch.setenv("CITYGRID_DATA_DIR", str(tmp_path_factory.mktemp("app-data")))
+        get_settings.cache_clear()
+        engines.dispose_all()
+        try:
+            yield get_settings()
+        finally:
+            engines.dispose_all()
+            get_settings.cache_clear()
+    engines.dispose_all()
+    get_settings.cache_clear()

@@ -1,4 +1,4 @@
-"""The ETL's locate step: admin units by STRtree (finest level first, smallest code on shared edges), H3 cells."""
+"""The ETL's locate step: admin units (finest level first, smallest code on shared edges), and H3 cells."""
 
 from __future__ import annotations
 
@@ -293,9 +293,11 @@ def test_from_engine_reads_core_admin_unit(conn: Connection) -> None:
         parent = None if level == "district" else code[: {"street": 6, "community": 9, "grid": 12}[level]]
         conn.execute(
             text(
-                "INSERT INTO core.admin_unit (code, level, parent_code, parent_level, name, geom, label_point,"
-                " area_m2) VALUES (:code, :level, :parent, :parent_level, :name,"
-                " ST_Multi(ST_GeomFromText(:wkt, 4326)), ST_PointOnSurface(ST_GeomFromText(:wkt, 4326)), 1000)"
+                "INSERT INTO core.admin_unit"
+                " (code, level, parent_code, parent_level, name, geom, label_point, area_m2)"
+                " VALUES (:code, :level, :parent, :parent_level, :name,"
+                " ST_Multi(ST_GeomFromText(:wkt, 4326)),"
+                " ST_PointOnSurface(ST_GeomFromText(:wkt, 4326)), 1000)"
             ),
             {
                 "code": code,

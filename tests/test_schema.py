@@ -39,11 +39,11 @@ def _add_unit(conn: Connection, code: str, level: str, parent: str | None, wkt: 
 
 
 def _add_hierarchy(conn: Connection) -> None:
-    """370303 > 370303001 > 370303001001 > 370303001001001, nested squares near Zibo."""
-    _add_unit(conn, "370303", "district", None, _square(118.0, 36.8, 0.1))
-    _add_unit(conn, "370303001", "street", "370303", _square(118.0, 36.8, 0.05))
-    _add_unit(conn, "370303001001", "community", "370303001", _square(118.0, 36.8, 0.01))
-    _add_unit(conn, "370303001001001", "grid", "370303001001", _square(118.0, 36.8, 0.001))
+    """370311 > 370311001 > 370311001001 > 370311001001001, nested squares near Zibo."""
+    _add_unit(conn, "370311", "district", None, _square(118.0, 36.8, 0.1))
+    _add_unit(conn, "370311001", "street", "370311", _square(118.0, 36.8, 0.05))
+    _add_unit(conn, "370311001001", "community", "370311001", _square(118.0, 36.8, 0.01))
+    _add_unit(conn, "370311001001001", "grid", "370311001001", _square(118.0, 36.8, 0.001))
     conn.execute(
         text(
             "INSERT INTO core.category (kind, code, name_zh, name_en, edition) VALUES"
@@ -65,7 +65,7 @@ def _add_case(conn: Connection, number: str, **overrides: object) -> None:
         "code": "0102",
         "handle_deadline": "2025-03-01 12:00+08",
         "close_deadline": "2025-03-01 15:00+08",
-        "grid": "370303001001001",
+        "grid": "370311001001001",
     }
     values.update(overrides)
     conn.execute(text("SELECT core.ensure_case_partitions(:r, :r)"), {"r": values["reported"]})
@@ -75,7 +75,7 @@ def _add_case(conn: Connection, number: str, **overrides: object) -> None:
             " district_code, street_code, community_code, grid_code, registered_at, dispatched_at, handled_at,"
             " closed_at, handle_deadline, close_deadline)"
             " VALUES (:number, :reported, 'patrol', 'event', :code, ST_SetSRID(ST_MakePoint(118.0005, 36.8005), 4326),"
-            " '370303', '370303001', '370303001001', :grid, :registered, :dispatched, :handled, :closed,"
+            " '370311', '370311001', '370311001001', :grid, :registered, :dispatched, :handled, :closed,"
             " :handle_deadline, :close_deadline)"
         ),
         values,
@@ -179,7 +179,7 @@ def test_check_constraints_match_the_vocabularies(
 def test_hierarchy_codes_must_carry_their_parents_prefix(conn: Connection) -> None:
     _add_hierarchy(conn)
     with pytest.raises(IntegrityError, match="admin_unit_code_prefix"), conn.begin_nested():
-        _add_unit(conn, "370303002001001", "grid", "370303001001", _square(118.0, 36.8, 0.001))
+        _add_unit(conn, "370311002001001", "grid", "370311001001", _square(118.0, 36.8, 0.001))
 
 
 def test_hierarchy_levels_must_nest(conn: Connection) -> None:
@@ -188,13 +188,13 @@ def test_hierarchy_levels_must_nest(conn: Connection) -> None:
         pytest.raises(IntegrityError, match="admin_unit_shape"),
         conn.begin_nested(),
     ):  # a grid hung directly under a street
-        _add_unit(conn, "37030300100", "grid", "370303001", _square(118.0, 36.8, 0.001))
+        _add_unit(conn, "37031100100", "grid", "370311001", _square(118.0, 36.8, 0.001))
 
 
 def test_a_grid_outside_its_community_is_refused(conn: Connection) -> None:
     _add_hierarchy(conn)
     with pytest.raises(IntegrityError, match="outside its parent"), conn.begin_nested():
-        _add_unit(conn, "370303001001002", "grid", "370303001001", _square(118.02, 36.82, 0.001))
+        _add_unit(conn, "370311001001002", "grid", "370311001001", _square(118.02, 36.82, 0.001))
 
 
 def test_a_case_closed_before_it_was_reported_is_refused(conn: Connection) -> None:
@@ -328,6 +328,7 @@ def test_public_case_view_delays_and_hides_sensitive_categories(conn: Connection
             "INSERT INTO core.category (kind, code, name_zh, name_en, edition, sensitive) VALUES"
             " ('event', '06', '扩展事件', 'Extended events', 'test', false),"
             " ('event', '0601', '关爱对象求助', 'Help for people under care', 'test', true)"
+            " ON CONFLICT (kind, code) DO UPDATE SET sensitive = EXCLUDED.sensitive"
         )
     )
     now = conn.execute(text("SELECT now()")).scalar_one()

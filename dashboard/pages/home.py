@@ -9,9 +9,6 @@ from dashboard.i18n import normalise_language, t
 from geodata.engines import reader_engine
 from geodata.summary import store_summary
 
-dash.register_page(__name__, path="/", name="Overview", name_key="nav.home", order=0)
-
-
 def _tile(label: str, value: int, tile_id: str) -> html.Div:
     return html.Div(
         [
@@ -65,3 +62,6 @@ def layout(lang: str | None = None, **_query: str) -> html.Div:
         ],
         className="cg-page",
     )
+
+
+dash.register_page(__name__, path="/", name="Overview", name_key="nav.home", order=0, layout=layout)

@@ -1,0 +1,100 @@
+"""Browser-test plumbing: serve a WSGI app on 127.0.0.1 in a thread and drive Debian's headless Chromium.
+
+Chromium and ChromeDriver come from Debian (`scripts/setup --with-browser`); their absence is a failure
+with the fix named, never a skip.  Flags keep Chromium off the network (the city intranet has none) and let
+WebGL map traces draw with SwiftShader.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+@contextmanager
+def serve(wsgi_app: Any) -> Iterator[str]:
+    """Serve ``wsgi_app`` on a free loopback port for the duration; yields its base URL."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, wsgi_app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(10)
+
+
+@contextmanager
+def chromium(width: int = 1280, height: int = 900) -> Iterator[Any]:
+    """A headless Chromium of the given window size that records console messages and CSP violations."""
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        raise AssertionError(
+            "Chromium is missing: run `scripts/setup --with-browser` (apt: chromium chromium-driver)"
+        )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--enable-unsafe-swiftshader",
+        "--use-angle=swiftshader",
+        f"--window-size={width},{height}",
+        "--lang=zh-CN",
+    ):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument",
+        {
+            "source": "window.__csp = []; document.addEventListener('securitypolicyviolation',"
+            " e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));"
+        },
+    )
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait_for_text(driver: Any, text: str, timeout: float = 30) -> None:
+    """Wait until ``text`` is visible in the page body (what a person sees), or fail showing the page."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in (driver.execute_script("return document.body ? document.body.innerText : ''") or ""):
+            return
+        time.sleep(0.1)
+    raise AssertionError(
+        f"{text!r} did not appear; page text: {driver.execute_script('return document.body.innerText')[:2000]}"
+    )
+
+
+def wait_for_element(driver: Any, css: str, timeout: float = 30) -> None:
+    """Wait until an element matching ``css`` exists."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if driver.execute_script("return document.querySelector(arguments[0]) !== null", css):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{css} did not appear")
+
+
+def severe_console_messages(driver: Any) -> list[str]:
+    """Console errors the page logged (and CSP violations it saw)."""
+    errors = [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+    return errors + [f"CSP: {v}" for v in driver.execute_script("return window.__csp || []")]
