@@ -627,20 +627,19 @@ class _Quotes:
 
     When every quote is where a well-formed CSV puts it (the usual case: each quote that the parity count
     says opens a field stands at a field start or right after another quote) "inside" is simply "an odd
-    number of quotes before", kept as a running parity (a uint8 cumulative sum: only its lowest bit
-    matters, so wrapping around is harmless).  Otherwise a loop over the quotes -- not over the bytes --
-    walks the rules and records the quoted spans.
+    number of quotes before", one binary search per position of interest (line breaks and delimiters).
+    Otherwise a loop over the quotes -- not over the bytes -- walks the rules and records the quoted
+    spans.
     """
 
-    parity: np.ndarray | None = None  # uint8 per byte: 1 where an odd number of quotes precede (inclusive)
+    quotes: np.ndarray | None = None  # well-formed: every quote's position (inside = odd count before)
     span_starts: np.ndarray | None = None
     span_ends: np.ndarray | None = None  # an unclosed span ends at len(buffer)
     open_at_eof: bool = False
 
     @classmethod
     def find(cls, arr: np.ndarray, delimiter: int) -> _Quotes:
-        is_quote = arr == _QUOTE
-        quotes = np.flatnonzero(is_quote)
+        quotes = np.flatnonzero(arr == _QUOTE)
         size = len(arr)
         if len(quotes) == 0:
             return cls()
@@ -650,7 +649,7 @@ class _Quotes:
             before == _QUOTE
         )
         if bool(well_formed.all()):
-            return cls(parity=np.cumsum(is_quote, dtype=np.uint8) & 1, open_at_eof=len(quotes) % 2 == 1)
+            return cls(quotes=quotes, open_at_eof=len(quotes) % 2 == 1)
         starts: list[int] = []
         ends: list[int] = []
         positions = quotes.tolist()
@@ -678,8 +677,8 @@ class _Quotes:
 
     def inside(self, positions: np.ndarray) -> np.ndarray:
         """Which of these (non-quote) byte positions lie inside a quoted field."""
-        if self.parity is not None:
-            return self.parity[positions].astype(bool)
+        if self.quotes is not None:
+            return (np.searchsorted(self.quotes, positions) & 1).astype(bool)
         if self.span_starts is None or len(self.span_starts) == 0:
             return np.zeros(len(positions), dtype=bool)
         assert self.span_ends is not None
@@ -713,7 +712,7 @@ def _scan(buffer: bytes, delimiter: int, marked: bool) -> _Scan:
     crlf[has_prev] = (arr[ends[has_prev]] == _LF) & (arr[ends[has_prev] - 1] == _CR)
     content_ends = ends - crlf
     delimiters = np.flatnonzero(arr == delimiter)
-    if quotes.open_at_eof or quotes.parity is not None or quotes.span_starts is not None:
+    if quotes.quotes is not None or quotes.span_starts is not None:
         delimiters = delimiters[~quotes.inside(delimiters)]
     fields = np.searchsorted(delimiters, content_ends) - np.searchsorted(delimiters, starts) + 1
     lines = np.searchsorted(breaks, starts, side="left") + 1

@@ -9,6 +9,7 @@ from dashboard.i18n import normalise_language, t
 from geodata.engines import reader_engine
 from geodata.summary import store_summary
 
+
 def _tile(label: str, value: int, tile_id: str) -> html.Div:
     return html.Div(
         [
