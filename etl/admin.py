@@ -99,6 +99,7 @@ def _check_parents(ctx: LoadContext, work: pd.DataFrame) -> pd.DataFrame:
     # Coarse to fine, so a parent rejected in this file also rejects its children.
     order = {"district": 0, "street": 1, "community": 2, "grid": 3}
     work = work.assign(_order=work["level"].map(order)).sort_values(["_order", "code"])
+    buffered: dict[str, object] = {}  # each parent is widened once, not once per child
     keep = np.ones(len(work), dtype=bool)
     reasons: list[str | None] = [None] * len(work)
     for i, (code, level, geom) in enumerate(zip(work["code"], work["level"], work["geometry"], strict=True)):
@@ -108,7 +109,11 @@ def _check_parents(ctx: LoadContext, work: pd.DataFrame) -> pd.DataFrame:
             if parent is None:
                 keep[i], reasons[i] = False, f"parent {PARENT_LEVEL[level]} {parent_code} is not loaded (load it first or in the same file)"
                 continue
-            if not shapely.covered_by(geom, shapely.buffer(parent, PARENT_TOLERANCE_DEG)):
+            if parent_code not in buffered:
+                widened = shapely.buffer(parent, PARENT_TOLERANCE_DEG)
+                shapely.prepare(widened)
+                buffered[parent_code] = widened
+            if not shapely.covered_by(geom, buffered[parent_code]):
                 keep[i], reasons[i] = False, f"lies outside its parent {PARENT_LEVEL[level]} {parent_code}"
                 continue
         parents[code] = geom

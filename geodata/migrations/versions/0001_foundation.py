@@ -333,8 +333,7 @@ CREATE TABLE core.case_record (
 CREATE INDEX case_record_geom ON core.case_record USING gist (geom);
 CREATE INDEX case_record_grid ON core.case_record (grid_code, reported_at);
 CREATE INDEX case_record_community ON core.case_record (community_code, reported_at);
-CREATE INDEX case_record_number ON core.case_record (case_number);
-CREATE INDEX case_record_updated ON core.case_record (updated_at);
+-- (case_number lookups use the primary key, whose first column it is.)
 
 -- The stage history (every change of stage is an event; updates append, never rewrite).
 CREATE TABLE core.case_event (

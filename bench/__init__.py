@@ -1,0 +1,1 @@
+"""Benchmarks: one script per claim, each printing ratios measured side by side in one run."""
