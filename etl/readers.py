@@ -50,6 +50,7 @@ import json
 import math
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -209,7 +210,7 @@ def _clip(text: str) -> str:
 def _clean_headers(
     raw_names: list[Any],
     notes: list[str],
-    position_name: Any = None,
+    position_name: Callable[[int], str] | None = None,
     reserved: tuple[str, ...] = (ROW_COLUMN,),
 ) -> list[str]:
     """Headers stripped of BOM and whitespace; empty ones named, repeated ones made unique (with notes).
@@ -235,16 +236,19 @@ def _clean_headers(
             name = namer(index)
             notes.append(f"A column has no header (表头为空); it is read as '{name}'.")
         if name in reserved:
-            notes.append(f"A source column is called '{name}', a column the reader adds itself; it is read "
-                         f"as '{name}_source'.")
+            notes.append(
+                f"A source column is called '{name}', a column the reader adds itself; it is read "
+                f"as '{name}_source'."
+            )
             name = f"{name}_source"
         if name in seen:
             base, counter = name, 2
             while f"{base}_{counter}" in seen:
                 counter += 1
             name = f"{base}_{counter}"
-            notes.append(f"Header '{base}' appears more than once (重复列名); the later one is read as "
-                         f"'{name}'.")
+            notes.append(
+                f"Header '{base}' appears more than once (重复列名); the later one is read as '{name}'."
+            )
         seen.add(name)
         names.append(name)
     return names
@@ -305,7 +309,9 @@ def _cell_text(value: Any, significant: int | None = None) -> str | None:
         return value.isoformat()
     if isinstance(value, dt.time):
         if value.microsecond:
-            value = (dt.datetime.combine(dt.date(2000, 1, 1), value) + dt.timedelta(microseconds=500_000)).time()
+            value = (
+                dt.datetime.combine(dt.date(2000, 1, 1), value) + dt.timedelta(microseconds=500_000)
+            ).time()
         return value.replace(microsecond=0).isoformat()
     if isinstance(value, np.datetime64):
         return None if np.isnat(value) else _datetime_text(pd.Timestamp(value).to_pydatetime())
@@ -330,12 +336,15 @@ def _check_file(path: Path) -> Path:
     """The path, or a SourceError when it is not a readable, non-empty file."""
     path = Path(path)
     if not path.exists():
-        raise SourceError(f"'{path}' does not exist: check the path (and that the copy from the city finished).")
+        raise SourceError(
+            f"'{path}' does not exist: check the path (and that the copy from the city finished)."
+        )
     if not path.is_file():
         raise SourceError(f"'{path}' is a folder, not a file: name the file inside it to read.")
     if path.stat().st_size == 0:
-        raise SourceError(f"'{path.name}' is empty (0 bytes): the export or the copy failed; ask the city "
-                          "to send it again.")
+        raise SourceError(
+            f"'{path.name}' is empty (0 bytes): the export or the copy failed; ask the city to send it again."
+        )
     return path
 
 
@@ -417,7 +426,9 @@ def _utf8_cut_at_end(data: bytes) -> bool:
         lead = data[-cut]
         if 0x80 <= lead <= 0xBF:
             continue  # a continuation byte: the lead is further back
-        needed = 2 if 0xC2 <= lead <= 0xDF else 3 if 0xE0 <= lead <= 0xEF else 4 if 0xF0 <= lead <= 0xF4 else 0
+        needed = (
+            2 if 0xC2 <= lead <= 0xDF else 3 if 0xE0 <= lead <= 0xEF else 4 if 0xF0 <= lead <= 0xF4 else 0
+        )
         return needed > cut and _utf8_is_valid(data[:-cut])
     return False
 
@@ -434,7 +445,9 @@ def _strict(data: bytes, codec: str, how: str = "detected") -> _Detection | None
 
 def _detect(data: bytes, source_name: str = "the data") -> _Detection:
     """The encoding of a Chinese city's text file; see :func:`detect_encoding` for the order."""
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) and not data.startswith(codecs.BOM_UTF32_LE):
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) and not data.startswith(
+        codecs.BOM_UTF32_LE
+    ):
         utf16 = _strict(data, "utf-16")
         if utf16 is not None:
             return utf16
@@ -533,8 +546,10 @@ def _resolve_encoding(data: bytes, encoding: str | None, source_name: str) -> tu
         detection = _detect(data, source_name)
         notes.append(f"Text encoding {detection.how} as {detection.codec}.")
         if not detection.strict:
-            notes.append(f"{detection.bad_lines} line(s) hold bytes that are not valid {detection.codec} "
-                         f"(乱码); they are rejects, the rest of the file reads as {detection.codec}.")
+            notes.append(
+                f"{detection.bad_lines} line(s) hold bytes that are not valid {detection.codec} "
+                f"(乱码); they are rejects, the rest of the file reads as {detection.codec}."
+            )
         return detection, notes
     codec = _codec(encoding, source_name)
     if codec == "utf-8" and data.startswith(codecs.BOM_UTF8):
@@ -555,14 +570,20 @@ def _resolve_encoding(data: bytes, encoding: str | None, source_name: str) -> tu
         detected = None
     same = detected is not None and detected.codec == codec
     if detected is None or detected.strict or not same:
-        looks = (f"it looks like {detected.codec}: pass --encoding {detected.codec}, or leave --encoding out "
-                 "to have it detected" if detected is not None else
-                 "it does not look like UTF-8, GBK or GB18030 either: check which encoding the city's "
-                 "software exports")
-        raise SourceError(f"'{source_name}' is not valid {codec} (first undecodable bytes at {first_bad}); "
-                          f"{looks}.")
-    notes.append(f"{detected.bad_lines} line(s) hold bytes that are not valid {codec} (乱码); they are "
-                 f"rejects, the rest of the file reads as {codec}.")
+        looks = (
+            f"it looks like {detected.codec}: pass --encoding {detected.codec}, or leave --encoding out "
+            "to have it detected"
+            if detected is not None
+            else "it does not look like UTF-8, GBK or GB18030 either: check which encoding the city's "
+            "software exports"
+        )
+        raise SourceError(
+            f"'{source_name}' is not valid {codec} (first undecodable bytes at {first_bad}); {looks}."
+        )
+    notes.append(
+        f"{detected.bad_lines} line(s) hold bytes that are not valid {codec} (乱码); they are "
+        f"rejects, the rest of the file reads as {codec}."
+    )
     return _Detection(codec, False, detected.bad_lines, how="given"), notes
 
 
@@ -575,8 +596,10 @@ def _decode_text(data: bytes, encoding: str | None, source_name: str) -> tuple[s
             line = 0
         except UnicodeDecodeError as error:
             line = _line_of(data, error.start)
-        raise SourceError(f"'{source_name}' has bytes that are not valid {detection.codec} at line {line}: "
-                          "the file is damaged; ask the city to export it again.")
+        raise SourceError(
+            f"'{source_name}' has bytes that are not valid {detection.codec} at line {line}: "
+            "the file is damaged; ask the city to export it again."
+        )
     if detection.text is not None:
         return detection.text, detection.codec, notes
     return data.decode(detection.codec), detection.codec, notes
@@ -593,7 +616,7 @@ def _to_utf8(data: bytes, detection: _Detection) -> bytes:
         if codec == "utf-8":
             return data
         if codec == "utf-8-sig":
-            return data[len(codecs.BOM_UTF8):]
+            return data[len(codecs.BOM_UTF8) :]
         text = detection.text if detection.text is not None else data.decode(codec)
         return text.encode("utf-8")
     return data.decode(codec, "surrogateescape").encode("utf-8", "surrogatepass")
@@ -645,8 +668,8 @@ class _Quotes:
             return cls()
         openers = quotes[0::2]
         before = arr[np.maximum(openers - 1, 0)]
-        well_formed = (openers == 0) | (before == delimiter) | (before == _LF) | (before == _CR) | (
-            before == _QUOTE
+        well_formed = (
+            (openers == 0) | (before == delimiter) | (before == _LF) | (before == _CR) | (before == _QUOTE)
         )
         if bool(well_formed.all()):
             return cls(quotes=quotes, open_at_eof=len(quotes) % 2 == 1)
@@ -722,7 +745,9 @@ def _scan(buffer: bytes, delimiter: int, marked: bool) -> _Scan:
         lead = np.flatnonzero(arr[:-1] == 0xED)
         lead = lead[(arr[lead + 1] == 0xB2) | (arr[lead + 1] == 0xB3)]
         bad = np.unique(np.searchsorted(ends, lead, side="left"))
-    return _Scan(starts, ends, content_ends, lines, last_lines, fields, quotes.open_at_eof, bool(quoted.any()), bad)
+    return _Scan(
+        starts, ends, content_ends, lines, last_lines, fields, quotes.open_at_eof, bool(quoted.any()), bad
+    )
 
 
 def _split_record(text: str, delimiter: str) -> list[str]:
@@ -758,7 +783,9 @@ def _sniff_delimiter(buffer: bytes) -> tuple[str, bool]:
 
 
 def _delimiter_name(delimiter: str) -> str:
-    return {",": "comma ','", ";": "semicolon ';'", "\t": "tab", "|": "bar '|'"}.get(delimiter, repr(delimiter))
+    return {",": "comma ','", ";": "semicolon ';'", "\t": "tab", "|": "bar '|'"}.get(
+        delimiter, repr(delimiter)
+    )
 
 
 def _read_csv(path: Path, encoding: str | None, delimiter: str | None) -> RawTable:
@@ -770,11 +797,16 @@ def _read_csv(path: Path, encoding: str | None, delimiter: str | None) -> RawTab
     del data
     if delimiter is None:
         delimiter, found = _sniff_delimiter(buffer)
-        notes.append(f"Delimiter detected: {_delimiter_name(delimiter)}." if found else
-                     "No delimiter among , ; TAB | splits the header: the file is read as one column.")
+        notes.append(
+            f"Delimiter detected: {_delimiter_name(delimiter)}."
+            if found
+            else "No delimiter among , ; TAB | splits the header: the file is read as one column."
+        )
     elif len(delimiter) != 1 or delimiter in ('"', "\n", "\r"):
-        raise SourceError(f"'{name}': the delimiter must be one character other than a quote or line break, "
-                          f"not {delimiter!r}.")
+        raise SourceError(
+            f"'{name}': the delimiter must be one character other than a quote or line break, "
+            f"not {delimiter!r}."
+        )
     delim = ord(delimiter)
     if delim > 0x7F:
         raise SourceError(f"'{name}': the delimiter must be an ASCII character, not {delimiter!r}.")
@@ -786,15 +818,19 @@ def _read_csv(path: Path, encoding: str | None, delimiter: str | None) -> RawTab
     header_index = int(nonblank[0])
     bad = set(scan.bad.tolist())
     if header_index in bad:
-        raise SourceError(f"'{name}': the header line (line {scan.lines[header_index]}) has bytes that are not "
-                          f"valid {detection.codec}; the file is damaged or not {detection.codec}: pass "
-                          "--encoding or export it again.")
-    header_text = buffer[scan.starts[header_index]:scan.content_ends[header_index]].decode("utf-8")
+        raise SourceError(
+            f"'{name}': the header line (line {scan.lines[header_index]}) has bytes that are not "
+            f"valid {detection.codec}; the file is damaged or not {detection.codec}: pass "
+            "--encoding or export it again."
+        )
+    header_text = buffer[scan.starts[header_index] : scan.content_ends[header_index]].decode("utf-8")
     header = _clean_headers(_split_record(header_text, delimiter), notes)
     width = len(header)
     if scan.fields[header_index] != width:  # cannot happen for a well-formed header; guard anyway
-        raise SourceError(f"'{name}': the header line could not be split into fields; check the delimiter "
-                          f"(pass --delimiter).")
+        raise SourceError(
+            f"'{name}': the header line could not be split into fields; check the delimiter "
+            f"(pass --delimiter)."
+        )
 
     record_count = len(scan.starts)
     data_records = np.arange(header_index + 1, record_count)
@@ -807,7 +843,7 @@ def _read_csv(path: Path, encoding: str | None, delimiter: str | None) -> RawTab
 
     def record_text(index: int) -> str:
         """The record as text; an undecodable byte shown as \\xNN, as a hex editor would."""
-        text = buffer[scan.starts[index]:scan.content_ends[index]].decode("utf-8", "surrogatepass")
+        text = buffer[scan.starts[index] : scan.content_ends[index]].decode("utf-8", "surrogatepass")
         return re.sub("[\udc80-\udcff]", lambda m: f"\\x{ord(m.group()) - 0xDC00:02x}", text)
 
     def where(index: int) -> str:
@@ -815,8 +851,11 @@ def _read_csv(path: Path, encoding: str | None, delimiter: str | None) -> RawTab
         return f"Line {first}" if first == final else f"The record on lines {first}-{final}"
 
     wrong = data_records[(scan.fields[data_records] != width) & content[data_records]]
-    candidates = sorted(set(wrong.tolist()) | {b for b in bad if b > header_index}
-                        | ({last} if scan.open_at_eof and last > header_index else set()))
+    candidates = sorted(
+        set(wrong.tolist())
+        | {b for b in bad if b > header_index}
+        | ({last} if scan.open_at_eof and last > header_index else set())
+    )
     for index in candidates:
         line = int(scan.lines[index])
         text = record_text(index)
@@ -826,29 +865,44 @@ def _read_csv(path: Path, encoding: str | None, delimiter: str | None) -> RawTab
             excluded.append(index)
             continue
         if index in bad:
-            reason = (f"{where(index)} holds bytes that are not valid {detection.codec} (乱码, undecodable): "
-                      "the line was damaged in export or copy; fix it in the source and load it again.")
+            reason = (
+                f"{where(index)} holds bytes that are not valid {detection.codec} (乱码, undecodable): "
+                "the line was damaged in export or copy; fix it in the source and load it again."
+            )
             if cut:
-                reason += " It is the last line and the file does not end with a line break, so the file " \
-                          "was probably cut off (文件被截断) in the middle of a character."
+                reason += (
+                    " It is the last line and the file does not end with a line break, so the file "
+                    "was probably cut off (文件被截断) in the middle of a character."
+                )
         elif index == last and scan.open_at_eof:
-            reason = (f"{where(index)} opens a quoted field (\") that is never closed before the end of the "
-                      "file (引号未闭合): the file was probably cut off (文件被截断) during export or copy; "
-                      "ask the city to send it again.")
+            reason = (
+                f'{where(index)} opens a quoted field (") that is never closed before the end of the '
+                "file (引号未闭合): the file was probably cut off (文件被截断) during export or copy; "
+                "ask the city to send it again."
+            )
             if int(scan.last_lines[index]) - line > 1:
-                reason += (" If the file is complete, an unmatched quote swallowed the lines after it: fix that "
-                           "quote.")
+                reason += (
+                    " If the file is complete, an unmatched quote swallowed the lines after it: fix that "
+                    "quote."
+                )
         elif scan.fields[index] < width and cut:
-            reason = (f"{where(index)} has {scan.fields[index]} of the header's {width} fields and is the last "
-                      "line of a file that does not end with a line break: the file was probably cut off "
-                      "(文件被截断); ask the city to send it again.")
+            reason = (
+                f"{where(index)} has {scan.fields[index]} of the header's {width} fields and is the last "
+                "line of a file that does not end with a line break: the file was probably cut off "
+                "(文件被截断); ask the city to send it again."
+            )
         else:
             more = scan.fields[index] > width
-            reason = (f"{where(index)} has {scan.fields[index]} fields but the header has {width} (字段数不符): "
-                      + ("a delimiter inside a value that is not in quotes is the usual cause; quote that value "
-                         "or remove the extra delimiter." if more else
-                         "a value with a line break or delimiter that lost its quotes, or a cut-off line, is "
-                         "the usual cause; fix the line in the source."))
+            reason = (
+                f"{where(index)} has {scan.fields[index]} fields but the header has {width} (字段数不符): "
+                + (
+                    "a delimiter inside a value that is not in quotes is the usual cause; quote that value "
+                    "or remove the extra delimiter."
+                    if more
+                    else "a value with a line break or delimiter that lost its quotes, or a cut-off line, is "
+                    "the usual cause; fix the line in the source."
+                )
+            )
             if int(scan.last_lines[index]) > line:
                 reason += " The record spans several lines because of a quoted line break."
         excluded.append(index)
@@ -863,14 +917,20 @@ def _read_csv(path: Path, encoding: str | None, delimiter: str | None) -> RawTab
     if len(blank):
         notes.append(f"{len(blank)} blank line(s) skipped ({_listing(scan.lines[blank])}).")
     if whitespace_only:
-        notes.append(f"{len(whitespace_only)} line(s) holding only spaces skipped "
-                     f"({_listing(scan.lines[whitespace_only])}).")
+        notes.append(
+            f"{len(whitespace_only)} line(s) holding only spaces skipped "
+            f"({_listing(scan.lines[whitespace_only])})."
+        )
     if len(rejects) > len(good):
-        notes.append(f"Most rows ({len(rejects)} of {len(rejects) + len(good)}) could not be read: check that "
-                     f"line {scan.lines[header_index]} is the header and the delimiter is right (--delimiter).")
+        notes.append(
+            f"Most rows ({len(rejects)} of {len(rejects) + len(good)}) could not be read: check that "
+            f"line {scan.lines[header_index]} is the header and the delimiter is right (--delimiter)."
+        )
     if file_unterminated and last not in excluded_set:
-        notes.append(f"The file does not end with a line break: check that its last row (line "
-                     f"{scan.lines[last]}) is complete, the export may have been cut off.")
+        notes.append(
+            f"The file does not end with a line break: check that its last row (line "
+            f"{scan.lines[last]}) is complete, the export may have been cut off."
+        )
 
     rows = scan.lines[good]
     frame, empty_rows = _arrow_to_frame(table, header, rows)
@@ -907,7 +967,7 @@ def _parse_good_records(
         pieces = []
         cursor = begin
         for index in sorted(excluded):
-            pieces.append(buffer[cursor:int(scan.starts[index])])
+            pieces.append(buffer[cursor : int(scan.starts[index])])
             cursor = int(scan.ends[index]) + 1
         pieces.append(buffer[cursor:])
         payload = b"".join(pieces)
@@ -941,8 +1001,10 @@ def _parse_good_records(
             ),
         )
     except pa.ArrowInvalid as error:
-        raise SourceError(f"'{name}' could not be parsed as CSV ({error}); check the delimiter and quotes, or "
-                          "report it as a bug with the file.") from error
+        raise SourceError(
+            f"'{name}' could not be parsed as CSV ({error}); check the delimiter and quotes, or "
+            "report it as a bug with the file."
+        ) from error
     if unexpected or table.num_rows != expected:
         raise SourceError(
             f"'{name}': the CSV parser returned {table.num_rows} rows ({len(unexpected)} more it could not split) "
@@ -981,8 +1043,10 @@ def _drop_unnamed_empty_columns(frame: pd.DataFrame, header: list[str], notes: l
     drop = [n for n in unnamed if frame[n].isna().all()]
     if drop:
         frame = frame.drop(columns=drop)
-        notes.append(f"Column(s) {', '.join(drop)} have neither header nor values (a trailing delimiter); "
-                     "they are dropped.")
+        notes.append(
+            f"Column(s) {', '.join(drop)} have neither header nor values (a trailing delimiter); "
+            "they are dropped."
+        )
     return frame
 
 
@@ -1002,19 +1066,25 @@ def _read_xlsx(path: Path, sheet: str | int | None) -> RawTable:
     try:
         workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
     except (BadZipFile, InvalidFileException, KeyError, OSError, ValueError) as error:
-        raise SourceError(f"'{name}' is not a readable .xlsx workbook ({error}): open it in Excel or WPS and "
-                          "save it again as .xlsx (Excel 工作簿).") from error
+        raise SourceError(
+            f"'{name}' is not a readable .xlsx workbook ({error}): open it in Excel or WPS and "
+            "save it again as .xlsx (Excel 工作簿)."
+        ) from error
     try:
         names = workbook.sheetnames
         if sheet is None:
             worksheet = workbook.worksheets[0]
             if len(names) > 1:
-                notes.append(f"The workbook has sheets {', '.join(names)}; read '{names[0]}' (the first): pass "
-                             "--sheet to read another.")
+                notes.append(
+                    f"The workbook has sheets {', '.join(names)}; read '{names[0]}' (the first): pass "
+                    "--sheet to read another."
+                )
         elif isinstance(sheet, int):
             if not 0 <= sheet < len(names):
-                raise SourceError(f"'{name}' has no sheet number {sheet} (counting from 0); its sheets are: "
-                                  f"{', '.join(names)}.")
+                raise SourceError(
+                    f"'{name}' has no sheet number {sheet} (counting from 0); its sheets are: "
+                    f"{', '.join(names)}."
+                )
             worksheet = workbook.worksheets[sheet]
         else:
             if sheet not in names:
@@ -1040,7 +1110,9 @@ def _read_xlsx(path: Path, sheet: str | int | None) -> RawTable:
     finally:
         workbook.close()
     if header_cells is None:
-        raise SourceError(f"'{name}': sheet '{worksheet.title}' is empty: pick the sheet with the data (--sheet).")
+        raise SourceError(
+            f"'{name}': sheet '{worksheet.title}' is empty: pick the sheet with the data (--sheet)."
+        )
 
     def filled(cells: list[str | None]) -> bool:
         return any(c is not None and c.strip() for c in cells)
@@ -1055,24 +1127,36 @@ def _read_xlsx(path: Path, sheet: str | int | None) -> RawTable:
 
     width = max([last_used(header_cells)] + [last_used(cells) for _, cells in records])
     header_cells = header_cells + [None] * (width - len(header_cells))
-    used = [i for i in range(width) if header_cells[i] is not None or any(
-        i < len(cells) and cells[i] is not None for _, cells in records)]
-    header = _clean_headers([header_cells[i] for i in used], notes,
-                            position_name=lambda k: f"column_{get_column_letter(used[k] + 1)}")
+    used = [
+        i
+        for i in range(width)
+        if header_cells[i] is not None or any(i < len(cells) and cells[i] is not None for _, cells in records)
+    ]
+    header = _clean_headers(
+        [header_cells[i] for i in used],
+        notes,
+        position_name=lambda k: f"column_{get_column_letter(used[k] + 1)}",
+    )
     columns: dict[str, list[str | None]] = {h: [] for h in header}
     for _, cells in records:
         for h, i in zip(header, used, strict=True):
             columns[h].append(cells[i] if i < len(cells) else None)
     frame = _string_frame(columns, np.array([number for number, _ in records], dtype=np.int64))
     if header_row != 1:
-        notes.append(f"The header is on row {header_row} of sheet '{worksheet.title}' (the rows above are empty).")
+        notes.append(
+            f"The header is on row {header_row} of sheet '{worksheet.title}' (the rows above are empty)."
+        )
     if empty_rows:
-        notes.append(f"{len(empty_rows)} empty row(s) inside the data skipped ({_listing(empty_rows, 'row')}).")
+        notes.append(
+            f"{len(empty_rows)} empty row(s) inside the data skipped ({_listing(empty_rows, 'row')})."
+        )
     if long_numbers:
         cols = ", ".join(f"'{header[used.index(i)]}'" for i in sorted(long_numbers) if i in used)
-        notes.append(f"Column(s) {cols} hold numbers of 16 or more digits: Excel keeps only 15 significant "
-                     "digits, so long codes (e.g. 18-digit ID numbers, 身份证号) may have lost their last "
-                     "digits; have the city format such columns as text (文本) before export.")
+        notes.append(
+            f"Column(s) {cols} hold numbers of 16 or more digits: Excel keeps only 15 significant "
+            "digits, so long codes (e.g. 18-digit ID numbers, 身份证号) may have lost their last "
+            "digits; have the city format such columns as text (文本) before export."
+        )
     if not records:
         notes.append("The sheet has a header but no data rows.")
     return RawTable(frame, _rejects_frame([]), None, name, notes)
@@ -1096,41 +1180,66 @@ def _read_open311(path: Path, encoding: str | None) -> RawTable:
             "ask the city to export it again, or fix the file there."
         ) from error
     if isinstance(document, dict):
-        items = next((document[k] for k in ("requests", "service_requests") if isinstance(document.get(k), list)),
-                     None)
+        items = next(
+            (document[k] for k in ("requests", "service_requests") if isinstance(document.get(k), list)), None
+        )
         if items is None:
             if document.get("type") in ("FeatureCollection", "Feature"):
-                raise SourceError(f"'{name}' is GeoJSON, not Open311 requests: load it as a map layer "
-                                  "(read_features).")
+                raise SourceError(
+                    f"'{name}' is GeoJSON, not Open311 requests: load it as a map layer (read_features)."
+                )
             keys = ", ".join(list(document)[:10]) or "none"
-            raise SourceError(f"'{name}' is a JSON object without a 'requests' or 'service_requests' list (its "
-                              f"keys: {keys}): Open311 GeoReport v2 requests are a JSON array of request objects.")
+            raise SourceError(
+                f"'{name}' is a JSON object without a 'requests' or 'service_requests' list (its "
+                f"keys: {keys}): Open311 GeoReport v2 requests are a JSON array of request objects."
+            )
     elif isinstance(document, list):
         items = document
     else:
-        raise SourceError(f"'{name}' holds a single JSON {type(document).__name__}, not a list of Open311 "
-                          "requests.")
+        raise SourceError(
+            f"'{name}' holds a single JSON {type(document).__name__}, not a list of Open311 requests."
+        )
     order: dict[str, None] = {}
     readable: list[tuple[int, dict[str, Any]]] = []
     rejects: list[tuple[int, Any, str, str | None]] = []
     for number, item in enumerate(items, start=1):
         if not isinstance(item, dict):
-            kind = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "true/false",
-                    type(None): "null"}.get(type(item), type(item).__name__)
-            rejects.append((number, _clip(json.dumps(item, ensure_ascii=False)),
-                            f"Item {number} of the requests is {kind}, not a request object {{...}}: the export "
-                            "is malformed there.", None))
+            kind = {
+                list: "a list",
+                str: "a string",
+                int: "a number",
+                float: "a number",
+                bool: "true/false",
+                type(None): "null",
+            }.get(type(item), type(item).__name__)
+            rejects.append(
+                (
+                    number,
+                    _clip(json.dumps(item, ensure_ascii=False)),
+                    f"Item {number} of the requests is {kind}, not a request object {{...}}: the export "
+                    "is malformed there.",
+                    None,
+                )
+            )
             continue
         if not item:
-            rejects.append((number, {}, f"Item {number} of the requests is an empty object {{}}: it holds no "
-                            "request.", None))
+            rejects.append(
+                (
+                    number,
+                    {},
+                    f"Item {number} of the requests is an empty object {{}}: it holds no request.",
+                    None,
+                )
+            )
             continue
         for key in item:
             order.setdefault(key, None)
         readable.append((number, item))
     raw_names = list(order)
     header = _clean_headers(raw_names, notes)
-    columns = {h: [_cell_text(item.get(k)) for _, item in readable] for h, k in zip(header, raw_names, strict=True)}
+    columns = {
+        h: [_cell_text(item.get(k)) for _, item in readable] for h, k in zip(header, raw_names, strict=True)
+    }
     frame = _string_frame(columns, np.array([n for n, _ in readable], dtype=np.int64))
     if not items:
         notes.append("The file holds an empty list of requests.")
@@ -1182,12 +1291,16 @@ def read_table(
     if suffix in JSON_SUFFIXES:
         return _read_open311(path, encoding)
     if suffix == ".xls":
-        raise SourceError(f"'{path.name}' is an old Excel 97-2003 workbook (.xls), which CityGrid does not read: "
-                          "open it in Excel or WPS and save it as .xlsx (Excel 工作簿).")
+        raise SourceError(
+            f"'{path.name}' is an old Excel 97-2003 workbook (.xls), which CityGrid does not read: "
+            "open it in Excel or WPS and save it as .xlsx (Excel 工作簿)."
+        )
     if suffix in FEATURE_SUFFIXES:
         raise SourceError(f"'{path.name}' is a map layer, not a table: load it with read_features.")
-    raise SourceError(f"'{path.name}': CityGrid reads tables from .csv, .txt, .tsv, .xlsx and .json (Open311) "
-                      f"files, not '{suffix or 'no suffix'}': export the data in one of those formats.")
+    raise SourceError(
+        f"'{path.name}': CityGrid reads tables from .csv, .txt, .tsv, .xlsx and .json (Open311) "
+        f"files, not '{suffix or 'no suffix'}': export the data in one of those formats."
+    )
 
 
 # --------------------------------------------------------------------------------------------- features
@@ -1195,8 +1308,11 @@ def read_table(
 
 def _sibling(path: Path, suffix: str) -> Path | None:
     """A shapefile's sidecar file with any case of suffix (.cpg, .CPG...)."""
-    for candidate in path.parent.glob(path.stem + ".*"):
-        if candidate.stem == path.stem and candidate.suffix.lower() == suffix:
+    exact = path.with_suffix(suffix)
+    if exact.is_file():
+        return exact
+    for candidate in path.parent.iterdir():
+        if candidate.stem == path.stem and candidate.suffix.lower() == suffix and candidate.is_file():
             return candidate
     return None
 
@@ -1210,7 +1326,7 @@ def _dbf_text_bytes(dbf: bytes) -> bytes:
     for offset in range(32, min(header_length, len(dbf)) - 31, 32):
         if dbf[offset] == 0x0D:
             break
-        names.append(dbf[offset:offset + 11].split(b"\0", 1)[0])
+        names.append(dbf[offset : offset + 11].split(b"\0", 1)[0])
     return b"\n".join(names) + b"\n" + dbf[header_length:].rstrip(b"\x1a")
 
 
@@ -1286,14 +1402,18 @@ def read_features(
             source = text.encode("utf-8")  # GDAL reads GeoJSON as UTF-8 only (a BOM included)
             if reported != "utf-8-sig":
                 notes.extend(decode_notes)
-                notes.append(f"The GeoJSON is in {reported}, not UTF-8 as the standard asks; it was converted.")
+                notes.append(
+                    f"The GeoJSON is in {reported}, not UTF-8 as the standard asks; it was converted."
+                )
         options = {"DATE_AS_STRING": "YES", "ARRAY_AS_STRING": "YES"}
         read_layer = None
     elif suffix == ".shp":
         missing = [s for s in (".shx", ".dbf") if _sibling(path, s) is None]
         if missing:
-            raise SourceError(f"'{name}' is missing its {' and '.join(missing)} file(s): a shapefile is several "
-                              "files with the same name (.shp, .shx, .dbf, .prj, .cpg); copy all of them.")
+            raise SourceError(
+                f"'{name}' is missing its {' and '.join(missing)} file(s): a shapefile is several "
+                "files with the same name (.shp, .shx, .dbf, .prj, .cpg); copy all of them."
+            )
         if _sibling(path, ".prj") is None:
             notes.append("The shapefile has no .prj: its coordinate system is unknown (frame.crs is None).")
         cpg = _sibling(path, ".cpg")
@@ -1307,8 +1427,10 @@ def read_features(
             if _strict(dbf_text, reported) is None:
                 looks = _detect_or_none(dbf_text)
                 if looks is not None and looks != reported:
-                    raise SourceError(f"'{name}': the text in its .dbf is not valid {reported}; it looks like "
-                                      f"{looks}: pass --encoding {looks}, or leave --encoding out.")
+                    raise SourceError(
+                        f"'{name}': the text in its .dbf is not valid {reported}; it looks like "
+                        f"{looks}: pass --encoding {looks}, or leave --encoding out."
+                    )
             if cpg_codec is not None and cpg_codec != reported:
                 notes.append(f"The .cpg says {cpg_codec}; the given encoding {reported} is used instead.")
         elif cpg_codec is not None:
@@ -1317,8 +1439,10 @@ def read_features(
             detection = _detect(dbf_text, dbf.name)
             reported = {"utf-8-sig": "utf-8"}.get(detection.codec, detection.codec)
             read_encoding = reported
-            notes.append(f"The shapefile has no .cpg (code page file); its text was tried as UTF-8, then GBK "
-                         f"and GB18030, and reads as {reported}. If names look wrong (乱码), pass --encoding.")
+            notes.append(
+                f"The shapefile has no .cpg (code page file); its text was tried as UTF-8, then GBK "
+                f"and GB18030, and reads as {reported}. If names look wrong (乱码), pass --encoding."
+            )
         read_layer = None
     elif suffix == ".gpkg":
         try:
@@ -1330,16 +1454,20 @@ def read_features(
         if layer is None:
             read_layer = layers[0]
             if len(layers) > 1:
-                notes.append(f"The GeoPackage has layers {', '.join(layers)}; read '{layers[0]}' (the first): "
-                             "pass --layer to read another.")
+                notes.append(
+                    f"The GeoPackage has layers {', '.join(layers)}; read '{layers[0]}' (the first): "
+                    "pass --layer to read another."
+                )
         elif layer not in layers:
             raise SourceError(f"'{name}' has no layer '{layer}'; its layers are: {', '.join(layers)}.")
         if encoding is not None:
             notes.append("GeoPackage text is always UTF-8: the given encoding is ignored.")
         reported = "utf-8"
     else:
-        raise SourceError(f"'{name}': CityGrid reads map layers from .geojson, .shp and .gpkg files, not "
-                          f"'{suffix or 'no suffix'}': export the layer in one of those formats.")
+        raise SourceError(
+            f"'{name}': CityGrid reads map layers from .geojson, .shp and .gpkg files, not "
+            f"'{suffix or 'no suffix'}': export the layer in one of those formats."
+        )
 
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -1349,12 +1477,18 @@ def read_features(
             )
     except UnicodeDecodeError as error:
         looks = _detect_or_none(dbf_text) if suffix == ".shp" else None
-        hint = f"it looks like {looks}: pass --encoding {looks}" if looks else "pass --encoding with the right one"
+        hint = (
+            f"it looks like {looks}: pass --encoding {looks}"
+            if looks
+            else "pass --encoding with the right one"
+        )
         said = " (as its .cpg says)" if suffix == ".shp" and encoding is None else ""
         raise SourceError(f"'{name}': its text is not valid {reported}{said}; {hint}.") from error
     except Exception as error:  # pyogrio's DataSourceError/DataLayerError/FieldError...: all "cannot read"
-        raise SourceError(f"'{name}' could not be read as a map layer: {error}. If the file was cut off or "
-                          "damaged in the copy, ask the city to export it again.") from error
+        raise SourceError(
+            f"'{name}' could not be read as a map layer: {error}. If the file was cut off or "
+            "damaged in the copy, ask the city to export it again."
+        ) from error
     for warning in caught:
         notes.append(f"GDAL: {warning.message}")
 
@@ -1376,9 +1510,15 @@ def read_features(
         except Exception as error:  # shapely.errors.GEOSException and friends
             detail = str(error)
         raw = {h: columns[h][index] for h in header}
-        rejects.append((index + 1, raw, f"Feature {index + 1}'s geometry cannot be decoded ({detail}): the shape "
-                        "is broken beyond repair in the file (几何数据损坏); fix or redraw it in the source.",
-                        "geometry"))
+        rejects.append(
+            (
+                index + 1,
+                raw,
+                f"Feature {index + 1}'s geometry cannot be decoded ({detail}): the shape "
+                "is broken beyond repair in the file (几何数据损坏); fix or redraw it in the source.",
+                "geometry",
+            )
+        )
     import geopandas
 
     keep = np.ones(count, dtype=bool)

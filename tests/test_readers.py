@@ -35,9 +35,25 @@ from etl.readers import (
 
 HEADER = ["案件编号", "问题来源", "大类", "小类", "上报时间", "经度", "纬度"]
 ROWS = [
-    ["370303001001001", "监督员上报", "市容环境", "暴露垃圾", "2024-05-01 08:30:00", "118.054312", "36.813201"],
+    [
+        "370303001001001",
+        "监督员上报",
+        "市容环境",
+        "暴露垃圾",
+        "2024-05-01 08:30:00",
+        "118.054312",
+        "36.813201",
+    ],
     ["370303001001002", "公众举报", "宣传广告", "违章张贴", "2024-05-01 09:05:12", "118.061234", "36.801188"],
-    ["370305002000017", "12345热线", "街面秩序", "占道经营", "2024-05-02 17:45:00", "118.301200", "36.826600"],
+    [
+        "370305002000017",
+        "12345热线",
+        "街面秩序",
+        "占道经营",
+        "2024-05-02 17:45:00",
+        "118.301200",
+        "36.826600",
+    ],
 ]
 GB18030_ONLY = "𠀀"  # CJK Extension B: a four-byte GB18030 sequence, not in GBK
 
@@ -171,12 +187,13 @@ def test_file_in_no_known_encoding_names_what_was_tried(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------ CSV structure
 
 
-@pytest.mark.parametrize(("delimiter", "name"), [(";", "semicolon"), ("\t", "tab"), ("|", "bar"), (",", "comma")])
+@pytest.mark.parametrize(
+    ("delimiter", "name"), [(";", "semicolon"), ("\t", "tab"), ("|", "bar"), (",", "comma")]
+)
 def test_delimiters_are_sniffed(tmp_path: Path, delimiter: str, name: str) -> None:
     rows = [r.copy() for r in ROWS]
-    rows[0][2] = "市容环境, 垃圾"  # a comma inside a value of a non-comma file (unquoted there)
-    if delimiter == ",":
-        rows[0][2] = "市容环境"
+    if delimiter != ",":
+        rows[0][2] = "市容环境, 垃圾"  # a comma inside a value of a non-comma file (unquoted there)
     path = write(tmp_path, "cases.txt", csv_text(rows, delimiter), "utf-8")
     table = read_table(path)
     assert values(table) == rows
@@ -293,11 +310,14 @@ def test_random_awkward_csvs_agree_with_pythons_csv_module(tmp_path: Path) -> No
 
 
 def test_wrong_field_counts_and_a_cut_off_last_line_become_rejects(tmp_path: Path) -> None:
-    text = csv_text(ROWS) + (
-        "370303001001004,公众举报,市容环境,暴露垃圾,2024-05-03 10:00:00,118.05,36.81,多余\n"  # line 5: 8 fields
-        "370303001001005,公众举报,市容环境\n"  # line 6: 3 fields
-        "370303001001006,公众举报,市容环境,暴露垃圾,2024-05-03 11:00:00,118.06,36.82\n"  # line 7: fine
-        '370303001001007,"公众举报,市容环境,暴露'  # line 8: cut off inside a quoted value
+    text = (
+        csv_text(ROWS)
+        + (
+            "370303001001004,公众举报,市容环境,暴露垃圾,2024-05-03 10:00:00,118.05,36.81,多余\n"  # line 5: 8 fields
+            "370303001001005,公众举报,市容环境\n"  # line 6: 3 fields
+            "370303001001006,公众举报,市容环境,暴露垃圾,2024-05-03 11:00:00,118.06,36.82\n"  # line 7: fine
+            '370303001001007,"公众举报,市容环境,暴露'  # line 8: cut off inside a quoted value
+        )
     )
     path = write(tmp_path, "cut.csv", text, "gbk")
     table = read_table(path)
@@ -306,7 +326,10 @@ def test_wrong_field_counts_and_a_cut_off_last_line_become_rejects(tmp_path: Pat
     assert table.frame["案件编号"].tolist()[-1] == "370303001001006"
     rejects = table.rejects.set_index("_row")
     assert rejects.index.tolist() == [5, 6, 8]
-    assert "8 fields but the header has 7" in rejects.loc[5, "reason"] and "字段数不符" in rejects.loc[5, "reason"]
+    assert (
+        "8 fields but the header has 7" in rejects.loc[5, "reason"]
+        and "字段数不符" in rejects.loc[5, "reason"]
+    )
     assert "3 fields but the header has 7" in rejects.loc[6, "reason"]
     assert "never closed" in rejects.loc[8, "reason"] and "文件被截断" in rejects.loc[8, "reason"]
     assert rejects.loc[8, "raw"].startswith("370303001001007,")
@@ -377,9 +400,12 @@ def test_million_row_csv_reads_fast(tmp_path: Path) -> None:
     n = 1_000_000
     sources = np.array(["监督员上报", "公众举报", "12345热线"])
     i = np.arange(n)
-    lines = pd.Series(
-        np.char.add("3703030010", np.char.zfill(i.astype(str), 5)), dtype=object
-    ) + "," + pd.Series(sources[i % 3]) + ",市容环境,暴露垃圾,2024-05-01 08:30:00,118.054312,36.813201"
+    lines = (
+        pd.Series(np.char.add("3703030010", np.char.zfill(i.astype(str), 5)), dtype=object)
+        + ","
+        + pd.Series(sources[i % 3])
+        + ",市容环境,暴露垃圾,2024-05-01 08:30:00,118.054312,36.813201"
+    )
     path = tmp_path / "million.csv"
     path.write_bytes((",".join(HEADER) + "\n" + "\n".join(lines.tolist()) + "\n").encode())
     started = time.perf_counter()
@@ -400,10 +426,24 @@ def make_workbook(path: Path) -> None:
     sheet = workbook.active
     sheet.title = "案件"
     sheet.append(HEADER)
-    sheet.append([370303001001001, "监督员上报", "市容环境", "暴露垃圾", dt.datetime(2024, 5, 1, 8, 30), 118.054312, 36.8])
-    sheet.append([370303001001002.0, "公众举报", None, None, dt.datetime(2024, 5, 1, 9, 5, 12), 118.0, "36.80"])
+    sheet.append(
+        [
+            370303001001001,
+            "监督员上报",
+            "市容环境",
+            "暴露垃圾",
+            dt.datetime(2024, 5, 1, 8, 30),
+            118.054312,
+            36.8,
+        ]
+    )
+    sheet.append(
+        [370303001001002.0, "公众举报", None, None, dt.datetime(2024, 5, 1, 9, 5, 12), 118.0, "36.80"]
+    )
     sheet.append([])  # an empty row inside the data
-    sheet.append(["370305002000017", "12345热线", "街面秩序", "占道经营", dt.date(2024, 5, 2), 0.1 + 0.2, True])
+    sheet.append(
+        ["370305002000017", "12345热线", "街面秩序", "占道经营", dt.date(2024, 5, 2), 0.1 + 0.2, True]
+    )
     for _ in range(3):
         sheet.append([None] * 7)  # formatted but empty rows after the data
     other = workbook.create_sheet("部件")
@@ -421,7 +461,15 @@ def test_xlsx_numbers_dates_and_row_numbers(tmp_path: Path) -> None:
     assert list(table.frame.columns) == ["_row", *HEADER]
     assert table.frame["_row"].tolist() == [2, 3, 5]
     assert values(table) == [
-        ["370303001001001", "监督员上报", "市容环境", "暴露垃圾", "2024-05-01 08:30:00", "118.054312", "36.8"],
+        [
+            "370303001001001",
+            "监督员上报",
+            "市容环境",
+            "暴露垃圾",
+            "2024-05-01 08:30:00",
+            "118.054312",
+            "36.8",
+        ],
         ["370303001001002", "公众举报", None, None, "2024-05-01 09:05:12", "118", "36.80"],
         ["370305002000017", "12345热线", "街面秩序", "占道经营", "2024-05-02 00:00:00", "0.3", "true"],
     ]
@@ -475,7 +523,13 @@ OPEN311 = [
         "long": 118.054312,
         "media_url": None,
     },
-    {"service_request_id": 638345, "status": "closed", "lat": 36.8, "long": 118, "attributes": {"楼层": [1, 2]}},
+    {
+        "service_request_id": 638345,
+        "status": "closed",
+        "lat": 36.8,
+        "long": 118,
+        "attributes": {"楼层": [1, 2]},
+    },
     "not a request",
     {},
 ]
@@ -525,14 +579,26 @@ def test_geojson_null_invalid_and_unreadable_geometries(tmp_path: Path) -> None:
     collection = {
         "type": "FeatureCollection",
         "features": [
-            {"type": "Feature", "properties": {"名称": "甲", "编号": 370303001001001, "时间": "2024-05-01 08:30:00"},
-             "geometry": None},
-            {"type": "Feature", "properties": {"名称": "乙", "编号": 2},
-             "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 1]]]}},  # cannot be a ring
-            {"type": "Feature", "properties": {"名称": "丙", "编号": 3.5},
-             "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]}},  # bow-tie
-            {"type": "Feature", "properties": {"名称": "丁", "编号": 4},
-             "geometry": {"type": "Point", "coordinates": [118.05, 36.81]}},
+            {
+                "type": "Feature",
+                "properties": {"名称": "甲", "编号": 370303001001001, "时间": "2024-05-01 08:30:00"},
+                "geometry": None,
+            },
+            {
+                "type": "Feature",
+                "properties": {"名称": "乙", "编号": 2},
+                "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 1]]]},
+            },  # cannot be a ring
+            {
+                "type": "Feature",
+                "properties": {"名称": "丙", "编号": 3.5},
+                "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]},
+            },  # bow-tie
+            {
+                "type": "Feature",
+                "properties": {"名称": "丁", "编号": 4},
+                "geometry": {"type": "Point", "coordinates": [118.05, 36.81]},
+            },
         ],
     }
     path = write(tmp_path, "grid.geojson", json.dumps(collection, ensure_ascii=False))
@@ -541,7 +607,11 @@ def test_geojson_null_invalid_and_unreadable_geometries(tmp_path: Path) -> None:
     assert_shape(layer)
     assert layer.frame.crs.to_epsg() == 4326
     assert layer.frame["_row"].tolist() == [1, 3, 4]
-    assert values(layer) == [["甲", "370303001001001", "2024-05-01 08:30:00"], ["丙", "3.5", None], ["丁", "4", None]]
+    assert values(layer) == [
+        ["甲", "370303001001001", "2024-05-01 08:30:00"],
+        ["丙", "3.5", None],
+        ["丁", "4", None],
+    ]
     assert layer.frame.geometry.iloc[0] is None
     assert not layer.frame.geometry.iloc[1].is_valid  # kept: validation decides later
     assert layer.frame.geometry.iloc[2].equals(Point(118.05, 36.81))
@@ -593,6 +663,10 @@ def test_shapefile_with_cpg_and_missing_parts(tmp_path: Path) -> None:
     sample_layer().to_file(path, encoding="gbk", engine="pyogrio")
     layer = read_features(path)
     assert layer.encoding == "gbk" and values(layer)[0][0] == "张店区城管局"
+    path.with_suffix(".cpg").write_text("UTF-8")  # a .cpg that lies
+    with pytest.raises(SourceError, match=r"not valid utf-8 \(as its \.cpg says\); it looks like gbk"):
+        read_features(path)
+    assert values(read_features(path, encoding="gbk"))[0][0] == "张店区城管局"
     path.with_suffix(".dbf").unlink()
     with pytest.raises(SourceError, match=r"missing its \.dbf"):
         read_features(path)
