@@ -375,7 +375,8 @@ def _merge(ctx: LoadContext, work: pd.DataFrame) -> MergeCounts:
             {"first": new["reported_at"].min().to_pydatetime(), "last": new["reported_at"].max().to_pydatetime()},
         )
         copy_frame(ctx.conn, "core.case_record", _for_copy(new), CASE_COLUMNS)
-    _store_reporters(ctx, pd.concat([new, old]) if not old.empty else new)
+    _store_reporters(ctx, new, fresh=True)
+    _store_reporters(ctx, old, fresh=False)
     return MergeCounts(new=len(new), updated=updated, unchanged=unchanged)
 
 
@@ -486,8 +487,12 @@ def _append_events(ctx: LoadContext, updates: pd.DataFrame, before: pd.DataFrame
     ))
 
 
-def _store_reporters(ctx: LoadContext, frame: pd.DataFrame) -> None:
-    """Reporters' personal data goes to the private schema, keyed by the case, upserted."""
+def _store_reporters(ctx: LoadContext, frame: pd.DataFrame, fresh: bool) -> None:
+    """Reporters' personal data goes to the private schema, keyed by the case.
+
+    New cases' reporters are copied straight in; known cases' are upserted (a later export may add a phone
+    number the first lacked, never erase one).
+    """
     present = [c for c in PERSONAL_COLUMNS if c in frame]
     if not present or frame.empty:
         return
@@ -501,10 +506,13 @@ def _store_reporters(ctx: LoadContext, frame: pd.DataFrame) -> None:
     for column in PERSONAL_COLUMNS:
         out[column] = rows[column].to_numpy() if column in rows else None
         out[column] = out[column].astype("string")
+    columns = ["case_number", "case_reported_at", "district_code", *PERSONAL_COLUMNS]
+    if fresh:
+        copy_frame(ctx.conn, "private.case_reporter", out, columns)
+        return
     ctx.conn.execute(text(
         "CREATE TEMP TABLE IF NOT EXISTS _reporter_in (LIKE private.case_reporter) ON COMMIT DROP"))
     ctx.conn.execute(text("TRUNCATE _reporter_in"))
-    columns = ["case_number", "case_reported_at", "district_code", *PERSONAL_COLUMNS]
     copy_frame(ctx.conn, "_reporter_in", out, columns)
     ctx.conn.execute(text(
         "INSERT INTO private.case_reporter SELECT * FROM _reporter_in"

@@ -216,3 +216,16 @@ def test_a_second_load_waits_or_refuses_while_one_runs(store: SuiteStore, city: 
         with pytest.raises(LoadBusyError):
             factories.load(store.writer, path, "case", city, crs="EPSG:4326", wait=False)
     assert factories.load(store.writer, path, "case", city, crs="EPSG:4326", wait=False).rows_new == 1
+
+
+def test_no_reporter_or_event_is_ever_without_its_case(store: SuiteStore, city: Settings) -> None:
+    """Reporters and events carry no foreign key (too slow into a partitioned table): the ETL keeps them whole."""
+    with store.writer.connect() as conn:
+        orphans = conn.execute(text(
+            "SELECT (SELECT count(*) FROM private.case_reporter r WHERE NOT EXISTS (SELECT 1 FROM core.case_record c"
+            "  WHERE c.case_number = r.case_number AND c.reported_at = r.case_reported_at)),"
+            " (SELECT count(*) FROM core.case_event e WHERE NOT EXISTS (SELECT 1 FROM core.case_record c"
+            "  WHERE c.case_number = e.case_number AND c.reported_at = e.case_reported_at)),"
+            " (SELECT count(*) FROM private.case_reporter), (SELECT count(*) FROM core.case_event)")).one()
+    assert orphans[0] == 0 and orphans[1] == 0
+    assert orphans[2] > 0 and orphans[3] > 0, "the module's loads must have written reporters and events"
