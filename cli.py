@@ -192,6 +192,76 @@ def rejects(
     console.print(table)
 
 
+@app.command()
+@friendly
+def demo(
+    size: Annotated[str, typer.Option(
+        "--size", help="demo: the quick start (~100,000 cases, under a minute); city: benchmark scale "
+        "(10,000,000 cases, 20,000+ grids, 1,000,000 components, 10,000 cameras)")] = "demo",
+    seed: Annotated[int, typer.Option(help="Generator seed: the same seed gives the same files")] = 20251125,
+    regenerate: Annotated[bool, typer.Option(
+        "--regenerate", help="Generate the files again even if a set of this size and seed exists")] = False,
+) -> None:
+    """Generate the demo city (张店区 + 临淄区) as a command centre's source files and load them through the ETL."""
+    from rich.progress import Progress
+
+    from etl.demo import build_demo
+    from geodata import engines
+    from geodata import migrate as migrations
+
+    if size not in ("demo", "city"):
+        raise CityGridError(f"--size must be demo or city, not {size!r}")
+    settings = get_settings()
+    engine = engines.writer_engine()
+    engines.check_connection(engine)
+    if migrations.current_revision(engine) != migrations.head_revision():
+        raise CityGridError("The schema is not at the newest revision: run `citygrid migrate` first.")
+    out_dir = settings.data_dir / "demo" / size
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("demo city", total=None)
+
+        def report(message: str, done: int, total: int) -> None:
+            progress.update(task, description=message, completed=done, total=total or None)
+
+        result = build_demo(engine, size, out_dir, settings, seed=seed, progress=report,  # type: ignore[arg-type]
+                            regenerate=regenerate)
+    table = Table("run", "source", "kind", "read", "new", "updated", "unchanged", "rejected", "seconds")
+    for run in result.results:
+        table.add_row(str(run.run_id), run.source_name, run.kind, f"{run.rows_read:,}", f"{run.rows_new:,}",
+                      f"{run.rows_updated:,}", f"{run.rows_unchanged:,}", f"{run.rows_rejected:,}",
+                      f"{run.seconds:.1f}")
+    console.print(table)
+    counts = result.manifest["counts"]
+    console.print(
+        f"{'generated' if result.generated else 'reused'} {out_dir} (seed {seed}, year to "
+        f"{result.manifest['reference_date']}): {counts['grids']:,} grids, {counts['components']:,} components, "
+        f"{counts['cameras']:,} cameras, {counts['cases']:,} cases + {counts['case_updates']:,} updates; "
+        f"{result.rows_read:,} rows read, {result.rows_rejected:,} rejected, {result.load_seconds:.0f} s")
+    if result.rows_rejected:
+        console.print("rejected rows are kept with their reasons: `citygrid rejects RUN_ID` lists them")
+
+
+# --- figures --------------------------------------------------------------------------------------------
+
+
+@app.command()
+@friendly
+def kpi(
+    date_from: Annotated[datetime, typer.Option("--from", formats=["%Y-%m-%d"], help="First day (YYYY-MM-DD)")],
+    date_to: Annotated[datetime, typer.Option("--to", formats=["%Y-%m-%d"], help="Last day, inclusive")],
+    area: Annotated[str | None, typer.Option(help="Admin code: district, street, community or grid")] = None,
+    exclude_extended: Annotated[bool, typer.Option(help="Leave extended cases out of 应结案数")] = False,
+) -> None:
+    """Print the period's counts and every standard rate as one JSON object (the pages show the same)."""
+    from geodata import engines
+    from geodata.kpi import count_cases, kpi_report
+
+    counts = count_cases(engines.reader_engine(), date_from.date(), date_to.date(), area)
+    report = {"from": date_from.date().isoformat(), "to": date_to.date().isoformat(), "area": area,
+              **kpi_report(counts, exclude_extended)}
+    print(json.dumps(report, ensure_ascii=False, indent=2))
+
+
 # --- users and kiosk tokens -----------------------------------------------------------------------------
 
 
