@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 from datetime import date
-from pathlib import Path
 
 import pytest
 
@@ -16,8 +15,8 @@ from geodata.kpi import (
     CaseCounts,
     CaseFilter,
     KpiError,
-    compute_rates,
     composite_index,
+    compute_rates,
     count_cases,
     format_percent,
     kpi_report,
