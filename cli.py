@@ -18,7 +18,7 @@ from geodata.errors import CityGridError
 from geodata.settings import get_settings
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 app = typer.Typer(
     name="citygrid",

@@ -9,6 +9,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
 
 from geodata.errors import StoreError
 
@@ -36,9 +37,27 @@ def _check_postgis(engine: Engine) -> None:
         )
 
 
+def _enable_postgis(engine: Engine) -> None:
+    """Make sure the database has PostGIS, creating it when allowed, else saying who must."""
+    with engine.connect() as conn:
+        if conn.execute(text("SELECT 1 FROM pg_extension WHERE extname = 'postgis'")).first():
+            return
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE EXTENSION IF NOT EXISTS postgis"))
+    except DBAPIError as exc:
+        url = engine.url
+        raise StoreError(
+            f"PostGIS is installed on the server but not enabled in database {url.database}, and user "
+            f"{url.username} may not enable it ({str(exc.orig).strip().splitlines()[0]}). Ask a superuser to run "
+            f'`CREATE EXTENSION postgis;` in database {url.database}, then run `citygrid migrate` again.'
+        ) from None
+
+
 def upgrade(engine: Engine, revision: str = "head") -> str | None:
     """Upgrade the schema to ``revision`` in one transaction; return the revision now in force."""
     _check_postgis(engine)
+    _enable_postgis(engine)
     config = _config(engine)
     with engine.begin() as conn:
         config.attributes["connection"] = conn
