@@ -572,7 +572,7 @@ def install_auth(server: flask.Flask, settings: Settings, engine_provider: Calla
         lang = _lang(settings)
         t = _TEXTS[lang]
         next_path = safe_next(flask.request.values.get("next"))
-        if flask.request.method == "GET":
+        if flask.request.method in ("GET", "HEAD"):
             return _html(_login_page(lang, next_path), 200)
         sent = flask.request.form.get("csrf_token", "")
         expected = flask.session.get(_K_CSRF)
