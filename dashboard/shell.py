@@ -7,7 +7,7 @@ from urllib.parse import parse_qs
 import dash
 from dash import Input, Output, dcc, html
 
-from dashboard.i18n import normalise_language, t
+from layers.i18n import normalise_language, t
 
 
 def language_from_search(search: str | None) -> str:

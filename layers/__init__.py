@@ -1,1 +1,9 @@
-"""One module per map layer (what to query for given filters, how to draw it) and their registry."""
+"""One module per map layer (what to query for given filters, how to draw it) and their registry.
+
+Importing the package registers every layer, so ``get_layer(name)`` finds them all.
+"""
+
+from layers import admin_boundaries  # noqa: F401  (registers the layer)
+from layers.base import get_layer, layer_names
+
+__all__ = ["get_layer", "layer_names"]

@@ -98,3 +98,38 @@ def severe_console_messages(driver: Any) -> list[str]:
     """Console errors the page logged (and CSP violations it saw)."""
     errors = [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
     return errors + [f"CSP: {v}" for v in driver.execute_script("return window.__csp || []")]
+
+
+def element_pixels(driver: Any, css: str) -> Any:
+    """The element's pixels as an RGB PIL image, cut from a screenshot (what a person would see)."""
+    import io
+
+    from PIL import Image
+
+    rect = driver.execute_script(
+        "const r = document.querySelector(arguments[0]).getBoundingClientRect();"
+        " return [r.left, r.top, r.width, r.height, window.devicePixelRatio];", css)
+    left, top, width, height, ratio = rect
+    shot = Image.open(io.BytesIO(driver.get_screenshot_as_png())).convert("RGB")
+    box = (int(left * ratio), int(top * ratio), int((left + width) * ratio), int((top + height) * ratio))
+    return shot.crop(box)
+
+
+def share_of_colour(image: Any, rgb: tuple[int, int, int], tolerance: int = 40) -> float:
+    """Share of the image's pixels within ``tolerance`` (per channel) of ``rgb``."""
+    pixels = list(image.getdata())
+    close = sum(1 for p in pixels if all(abs(p[i] - rgb[i]) <= tolerance for i in range(3)))
+    return close / max(len(pixels), 1)
+
+
+def wait_for_map_pixels(driver: Any, css: str, rgb: tuple[int, int, int], minimum: float = 0.002,
+                        timeout: float = 30, tolerance: int = 40) -> float:
+    """Wait until a WebGL map has drawn: enough of its pixels carry the layer's colour (never the DOM)."""
+    deadline = time.monotonic() + timeout
+    share = 0.0
+    while time.monotonic() < deadline:
+        share = share_of_colour(element_pixels(driver, css), rgb, tolerance)
+        if share >= minimum:
+            return share
+        time.sleep(0.3)
+    raise AssertionError(f"the map {css} never drew: only {share:.4%} of its pixels are {rgb}")

@@ -51,6 +51,13 @@ def test_login_then_overview_shows_the_store_in_chinese(store: SuiteStore, inter
         assert driver.find_element(By.ID, "home-count-grid").text == f"{grids:,}"
         assert "单元网格" in driver.find_element(By.TAG_NAME, "body").text
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        # The offline map drew the district (10 % #1f6feb over the #eef2f6 ground) and left ground around it:
+        # proved by the pixels, not by the DOM.
+        filled = browser.wait_for_map_pixels(driver, "#home-map", (217, 229, 245), minimum=0.05, tolerance=6)
+        ground = browser.share_of_colour(browser.element_pixels(driver, "#home-map"), (238, 242, 246), tolerance=3)
+        assert filled < 0.9 and ground > 0.05, (filled, ground)
+        browser.element_pixels(driver, "#home-map").save(SCREENSHOTS / "overview-map.png")
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(SCREENSHOTS / "overview-zh.png"))
         driver.find_element(By.ID, "shell-language").click()
         browser.wait_for_text(driver, "Data overview")

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import dash
-from dash import dash_table, html
+from dash import dash_table, dcc, html
 
-from dashboard.i18n import normalise_language, t
+from dashboard.maps import bounds_of, map_figure
 from geodata.engines import reader_engine
+from geodata.settings import get_settings
 from geodata.summary import store_summary
+from layers import get_layer
+from layers.base import MapView
+from layers.i18n import normalise_language, t
 
 
 def _tile(label: str, value: int, tile_id: str) -> html.Div:
@@ -52,9 +56,18 @@ def layout(lang: str | None = None, **_query: str) -> html.Div:
         ],
         style_table={"overflowX": "auto"},
     )
+    boundaries = get_layer("admin_boundaries")
+    units = boundaries.query(reader_engine(), MapView(None))
+    city_map = dcc.Graph(
+        id="home-map",
+        figure=map_figure(boundaries.draw(units, lang), get_settings(), bounds_of(units.geojson), height=420),
+        config={"displaylogo": False, "scrollZoom": True},
+        className="cg-map",
+    )
     return html.Div(
         [
             html.H1(t("home.heading", lang)),
+            city_map if units.codes else None,
             html.P(t("home.empty", lang), id="home-empty") if summary.is_empty else None,
             html.Div(tiles, className="cg-tiles"),
             html.P(f"{t('home.data_version', lang)}: {summary.data_version}", id="home-data-version"),

@@ -1,4 +1,4 @@
-"""Interface text in zh-CN (the default) and English, one table for every page.
+"""Interface text in zh-CN (the default) and English, one table for the layers and every page of both apps.
 
 Pages ask ``t(key, lang)``; a missing key falls back to Chinese, then to the key itself, so a gap shows
 as an untranslated word rather than an error on a wall display.
