@@ -12,12 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import yaml
 
 from geodata.errors import CityGridError
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+#: The text columns of ``apply(as_text=True)``: arrow strings with NaN for missing (pandas' default ``str``).
+TEXT_DTYPE = pd.StringDtype("pyarrow", na_value=np.nan)
 
 
 class MappingError(CityGridError):
@@ -47,11 +52,14 @@ class ColumnMapping:
                     break
         return chosen
 
-    def apply(self, frame: pd.DataFrame, required: tuple[str, ...] = ()) -> pd.DataFrame:
+    def apply(self, frame: pd.DataFrame, required: tuple[str, ...] = (), *, as_text: bool = False) -> pd.DataFrame:
         """A frame of CityGrid fields (strings, translated) plus ``_row``; raises if a required field is absent.
 
         Values are stripped; empty strings become missing; ``values`` translations apply to whole cell
-        values and leave unknown words as they are.
+        values and leave unknown words as they are.  By default the fields are object columns (None when
+        missing) and translations keep the YAML type (``true``, ``4``); with ``as_text`` they are arrow-backed
+        string columns (NaN when missing) and translations are text too (``"true"``, ``"4"``), which keeps a
+        million rows in C++ (about 0.05 s a column instead of 0.3 s).
         """
         chosen = self.resolve([c for c in frame.columns if c != "_row"])
         missing = [f for f in required if f not in chosen and f not in self.defaults]
@@ -62,22 +70,69 @@ class ColumnMapping:
                 f"{[c for c in frame.columns if c != '_row']}. Expected {wanted}. "
                 "Pass --mapping with a YAML file naming this source's headers."
             )
-        out = pd.DataFrame({"_row": frame["_row"].to_numpy()}, index=frame.index)
+        columns: dict[str, Any] = {"_row": frame["_row"].to_numpy()}
         for target, header in chosen.items():
-            stripped = frame[header].astype("string").str.strip()
-            column = stripped.mask(stripped == "").astype("object").where(stripped.notna() & (stripped != ""), None)
+            cleaned = _clean_text(frame[header])
             translations = self.values.get(target)
-            if translations:
-                lookup = {str(k): v for k, v in translations.items()}
-                mapped = column.map(lookup, na_action="ignore").astype("object")
-                column = mapped.where(mapped.notna(), column)
-            out[target] = column
-        for target, value in self.defaults.items():
-            if target not in out.columns:
-                out[target] = value
+            if as_text:
+                if translations:
+                    cleaned = _translate(cleaned, {str(k): _as_text(v) for k, v in translations.items()})
+                columns[target] = _text_series(cleaned, frame.index)
             else:
-                out[target] = out[target].where(out[target].notna(), value)
+                lookup = {str(k): v for k, v in translations.items()} if translations else {}
+                columns[target] = pd.Series(_translate_objects(cleaned, lookup), index=frame.index, dtype="object")
+        out = pd.DataFrame(columns, index=frame.index)
+        for target, value in self.defaults.items():
+            fill = _as_text(value) if as_text else value
+            if target not in out.columns:
+                out[target] = _text_series(pa.array([fill] * len(out), pa.string()), out.index) if as_text else fill
+            else:
+                out[target] = out[target].where(out[target].notna(), fill)
         return out
+
+
+def _as_text(value: Any) -> str:
+    """A translation or default as the text validation reads (YAML booleans as true/false)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _clean_text(column: pd.Series) -> pa.Array:
+    """The column as an arrow string array, stripped, with empty strings as nulls."""
+    if isinstance(column.array, pd.arrays.ArrowStringArray):
+        array = pa.chunked_array(column.array._pa_array).combine_chunks()
+    else:
+        values = column.astype("object")
+        array = pa.array(values.where(column.notna(), None).map(str, na_action="ignore").to_numpy(dtype=object),
+                         type=pa.string(), from_pandas=True)
+    if array.type != pa.string():
+        array = array.cast(pa.string())
+    stripped = pc.utf8_trim_whitespace(array)
+    return pc.if_else(pc.equal(stripped, ""), pa.scalar(None, pa.string()), stripped)
+
+
+def _translate(array: pa.Array, lookup: dict[str, str]) -> pa.Array:
+    """Replace whole values found in ``lookup``; others stay.  Works on the distinct values only."""
+    encoded = pc.dictionary_encode(array)
+    words = encoded.dictionary.to_pylist()
+    translated = pa.array([lookup.get(word, word) for word in words], type=pa.string())
+    return pc.take(translated, encoded.indices)
+
+
+def _translate_objects(array: pa.Array, lookup: dict[str, Any]) -> np.ndarray:
+    """Object values (None when missing) with translations of the YAML's own type."""
+    encoded = pc.dictionary_encode(array)
+    words = encoded.dictionary.to_pylist()
+    translated = np.empty(len(words) + 1, dtype=object)
+    translated[: len(words)] = [lookup.get(word, word) for word in words]
+    translated[len(words)] = None
+    indices = encoded.indices.fill_null(len(words)).to_numpy(zero_copy_only=False)
+    return translated[indices]
+
+
+def _text_series(array: pa.Array, index: pd.Index) -> pd.Series:
+    return pd.Series(pd.arrays.ArrowStringArray(array, dtype=TEXT_DTYPE), index=index)
 
 
 def _normalise_header(header: str) -> str:

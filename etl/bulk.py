@@ -1,0 +1,182 @@
+"""Bulk writing of new cases: fresh month partitions, binary COPY, and a writer thread beside validation.
+
+A month that has no partition yet (most rows of a big load) is built the way PostgreSQL builds fastest,
+all inside the load's one transaction:
+
+1. ``core.case_record_YYYYMM`` is created as a plain table ``LIKE`` the parent (columns, defaults,
+   generated columns, CHECK constraints -- ATTACH demands every CHECK of the parent) plus a CHECK of the
+   month's bounds, and no index;
+2. the month's rows are COPYed in (binary format, see :mod:`etl.pgcopy`): no index to maintain row by row
+   and no foreign-key trigger per row;
+3. ``ATTACH PARTITION`` then builds each of the parent's indexes once, sorted (the GiST index by PostGIS'
+   sorted build), clones the foreign key to ``core.category`` and validates it with one query, and skips
+   the scan of the bounds because the CHECK implies them; the CHECK is dropped afterwards.
+
+Measured on 200,000 cases over 10 months (backend CPU): COPY through the parent 9.2 s; the way above
+3.3 s for the COPY plus 1.2 s for the indexes and the key.  ATTACH also takes a lighter lock than
+``CREATE TABLE ... PARTITION OF`` (SHARE UPDATE EXCLUSIVE on the parent instead of ACCESS EXCLUSIVE), so
+the dashboards keep reading cases while a load runs.  The same month's ``core.case_event`` partition is
+made alongside (empty), as :func:`core.ensure_case_partitions` would.
+
+Months that already have a partition take the ordinary path (COPY through the parent: the indexes, the
+key and the routing per row) -- the daily increment, small by nature.
+
+All of it runs in :class:`BackgroundWriter`, a thread that owns the connection while the main thread
+validates and locates the next batch; psycopg waits for the server without holding the GIL.  A kill at any
+moment leaves nothing: the tables, the rows and the attachments are one transaction.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Connection, text
+
+from etl import pgcopy
+from etl.store import raw_connection
+
+#: Local time zone of the month partitions (the one :func:`core.ensure_case_partitions` uses).
+PARTITION_TZ = "Asia/Shanghai"
+_ENCODE_ROWS = 100_000
+
+Job = Callable[[Any], None]
+
+
+class BackgroundWriter:
+    """Runs database jobs in order in a thread of its own, on the load's connection and transaction.
+
+    While it runs, only it uses the connection.  The first failing job stops it; the error comes back to
+    the caller at the next :meth:`submit` or at :meth:`close`.  ``max_pending`` bounds the batches waiting
+    in memory.
+    """
+
+    def __init__(self, conn: Connection, max_pending: int = 3) -> None:
+        self._driver = raw_connection(conn)
+        self._jobs: queue.Queue[Job | None] = queue.Queue(maxsize=max_pending)
+        self._error: BaseException | None = None
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="citygrid-etl-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            if self._error is not None or self._stop:
+                continue
+            try:
+                job(self._driver)
+            except BaseException as exc:  # handed back to the caller's thread
+                self._error = exc
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def submit(self, job: Job) -> None:
+        """Queue a job (waits while ``max_pending`` are queued); raises a failed job's error."""
+        self._raise()
+        self._jobs.put(job)
+
+    def close(self) -> None:
+        """Run what is queued, stop the thread, raise the first error if any job failed."""
+        self._jobs.put(None)
+        self._thread.join()
+        self._raise()
+
+    def abort(self) -> None:
+        """Skip what is queued and stop (the caller rolls back); waits for a job already running."""
+        self._stop = True
+        self._jobs.put(None)
+        self._thread.join()
+
+
+def copy_binary(driver: Any, table: str, parts: Sequence[pgcopy.BinaryRows]) -> None:
+    """One COPY of encoded rows (all with the same column order) into ``table``."""
+    parts = [p for p in parts if p.rows]
+    if not parts:
+        return
+    columns = ", ".join(parts[0].columns)
+    with driver.cursor() as cursor, cursor.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT binary)") as copy:
+        for block in pgcopy.stream(parts):
+            copy.write(block)
+
+
+def encode_frame(columns: Sequence[tuple[str, str]], frame: pd.DataFrame,
+                 extra: dict[str, Any] | None = None) -> list[pgcopy.BinaryRows]:
+    """Encode ``frame``'s ``(name, type)`` columns in slices (``extra`` gives arrays for some names)."""
+    parts = []
+    for start in range(0, len(frame), _ENCODE_ROWS):
+        stop = min(start + _ENCODE_ROWS, len(frame))
+        part = frame.iloc[start:stop]
+        values = []
+        for name, kind in columns:
+            if extra and name in extra:
+                value = extra[name]
+                value = tuple(v[start:stop] if isinstance(v, np.ndarray) else v for v in value) \
+                    if isinstance(value, tuple) else value[start:stop]
+            else:
+                value = part[name]
+            values.append((name, kind, value))
+        parts.append(pgcopy.encode(values, stop - start))
+    return parts
+
+
+def month_keys(reported_at: pd.Series) -> np.ndarray:
+    """Year * 100 + month of each time in the partitions' time zone (the month partition it belongs in)."""
+    local = reported_at.dt.tz_convert(PARTITION_TZ)
+    return (local.dt.year * 100 + local.dt.month).to_numpy(dtype=np.int64)
+
+
+def _bounds_sql(month: int) -> tuple[str, str]:
+    year, mon = divmod(int(month), 100)
+    start = f"{year:04d}-{mon:02d}-01"
+    end = f"{year + (mon == 12):04d}-{mon % 12 + 1:02d}-01"
+    return (f"(DATE '{start}'::timestamp AT TIME ZONE '{PARTITION_TZ}')",
+            f"(DATE '{end}'::timestamp AT TIME ZONE '{PARTITION_TZ}')")
+
+
+def existing_months(conn: Connection, months: Iterable[int]) -> set[int]:
+    """The months among ``months`` that have their case partition already."""
+    months = sorted({int(m) for m in months})
+    if not months:
+        return set()
+    names = [f"core.case_record_{m}" for m in months]
+    found = conn.execute(
+        text("SELECT name FROM unnest(CAST(:names AS text[])) AS name WHERE to_regclass(name) IS NOT NULL"),
+        {"names": names},
+    ).scalars()
+    return {int(name.rsplit("_", 1)[1]) for name in found}
+
+
+def create_fresh_months(conn: Connection, months: Iterable[int]) -> None:
+    """Create the case table of each month, unattached and without indexes, and its empty event table."""
+    for month in sorted(months):
+        lo, hi = _bounds_sql(month)
+        conn.exec_driver_sql(
+            f"CREATE TABLE core.case_record_{month} (LIKE core.case_record"
+            " INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING CONSTRAINTS INCLUDING STORAGE INCLUDING COMPRESSION);"
+            f" ALTER TABLE core.case_record_{month} ADD CONSTRAINT case_record_{month}_bounds"
+            f" CHECK (reported_at IS NOT NULL AND reported_at >= {lo} AND reported_at < {hi});"
+            f" CREATE TABLE core.case_event_{month} (LIKE core.case_event"
+            " INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING CONSTRAINTS INCLUDING STORAGE INCLUDING COMPRESSION)"
+        )
+
+
+def attach_month(driver: Any, month: int) -> None:
+    """Attach a filled month: builds its indexes, clones and checks the key; its bounds CHECK is dropped."""
+    lo, hi = _bounds_sql(month)
+    with driver.cursor() as cursor:
+        cursor.execute(
+            f"ALTER TABLE core.case_record ATTACH PARTITION core.case_record_{month} FOR VALUES FROM ({lo}) TO ({hi})"
+        )
+        cursor.execute(f"ALTER TABLE core.case_record_{month} DROP CONSTRAINT case_record_{month}_bounds")
+        cursor.execute(
+            f"ALTER TABLE core.case_event ATTACH PARTITION core.case_event_{month} FOR VALUES FROM ({lo}) TO ({hi})"
+        )
