@@ -129,9 +129,9 @@ def encode_frame(columns: Sequence[tuple[str, str]], frame: pd.DataFrame,
 
 
 def month_keys(reported_at: pd.Series) -> np.ndarray:
-    """Year * 100 + month of each time in the partitions' time zone (the month partition it belongs in)."""
+    """Year * 100 + month of each time in the partitions' time zone (the month partition it belongs in); 0 for NaT."""
     local = reported_at.dt.tz_convert(PARTITION_TZ)
-    return (local.dt.year * 100 + local.dt.month).to_numpy(dtype=np.int64)
+    return (local.dt.year * 100 + local.dt.month).fillna(0).to_numpy(dtype=np.int64)
 
 
 def _bounds_sql(month: int) -> tuple[str, str]:

@@ -7,6 +7,8 @@ from functools import cached_property
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import Connection, text
 
 from etl.chinese_crs import looks_swapped, to_wgs84
@@ -61,23 +63,55 @@ def coordinates_to_wgs84(
     the city's extent (widened by 0.1 degrees, more than any GCJ-02/BD-09 offset) in geographic source
     systems only; a projected system's metres cannot be mistaken that way.
     """
-    lon = pd.to_numeric(work[lon_field], errors="coerce") if lon_field in work else pd.Series(np.nan, work.index)
-    lat = pd.to_numeric(work[lat_field], errors="coerce") if lat_field in work else pd.Series(np.nan, work.index)
-    empty = lon.isna() | lat.isna() | ~np.isfinite(lon) | ~np.isfinite(lat)
-    work = ctx.rejects.reject(work, empty, "empty or non-numeric coordinates (经度/纬度)", "lon")
-    lon, lat = lon[~empty].to_numpy(np.float64), lat[~empty].to_numpy(np.float64)
+    work, lon, lat, swapped_rows = parse_coordinates(ctx, work, lon_field, lat_field)
+    note_swapped(ctx, swapped_rows)
+    return work, lon, lat
+
+
+def parse_coordinates(
+    ctx: LoadContext, work: pd.DataFrame, lon_field: str = "lon", lat_field: str = "lat"
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`coordinates_to_wgs84` without the note: also returns the row numbers of swapped pairs.
+
+    For a caller that works batch by batch and notes the swapped rows of all batches once.
+    """
+    lon = _numbers(work[lon_field]) if lon_field in work else np.full(len(work), np.nan)
+    lat = _numbers(work[lat_field]) if lat_field in work else np.full(len(work), np.nan)
+    empty = ~(np.isfinite(lon) & np.isfinite(lat))
+    if empty.any():
+        work = ctx.rejects.reject(work, pd.Series(empty, index=work.index), "empty or non-numeric coordinates (经度/纬度)",
+                                  "lon")
+        lon, lat = lon[~empty], lat[~empty]
     bbox = ctx.city_bbox
     geographic = not _is_projected(ctx.crs)
+    rows = np.empty(0, dtype=np.int64)
     if bbox is not None and geographic and len(lon):
         wide = (bbox[0] - 0.1, bbox[1] - 0.1, bbox[2] + 0.1, bbox[3] + 0.1)
         swapped = looks_swapped(lon, lat, wide)
         if swapped.any():
             lon, lat = np.where(swapped, lat, lon), np.where(swapped, lon, lat)
             rows = work["_row"].to_numpy()[swapped]
-            ctx.note(f"{int(swapped.sum())} rows had longitude and latitude swapped and were corrected "
-                     f"(rows {', '.join(map(str, rows[:10]))}{' …' if len(rows) > 10 else ''})")
     lon, lat = to_wgs84(lon, lat, ctx.crs)
-    return work, np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64)
+    return work, np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64), rows
+
+
+def note_swapped(ctx: LoadContext, rows: np.ndarray) -> None:
+    """The note for rows whose longitude and latitude were swapped and corrected (none: no note)."""
+    if len(rows):
+        rows = np.sort(rows)
+        ctx.note(f"{len(rows)} rows had longitude and latitude swapped and were corrected "
+                 f"(rows {', '.join(map(str, rows[:10]))}{' …' if len(rows) > 10 else ''})")
+
+
+def _numbers(values: pd.Series) -> np.ndarray:
+    """Text or numbers as float64, NaN where not a number (arrow's cast first: 20x pandas' to_numeric)."""
+    if isinstance(values.array, pd.arrays.ArrowStringArray):
+        try:
+            array = pa.chunked_array(values.array._pa_array)
+            return np.asarray(pc.cast(array, pa.float64()).to_numpy(), dtype=np.float64)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass  # some value is not a plain number: pandas decides value by value
+    return pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
 
 
 def _is_projected(crs: str) -> bool:
