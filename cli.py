@@ -225,11 +225,11 @@ def demo(
 
         result = build_demo(engine, size, out_dir, settings, seed=seed, progress=report,  # type: ignore[arg-type]
                             regenerate=regenerate)
-    table = Table("run", "source", "kind", "read", "new", "updated", "unchanged", "rejected", "seconds")
-    for run in result.results:
-        table.add_row(str(run.run_id), run.source_name, run.kind, f"{run.rows_read:,}", f"{run.rows_new:,}",
-                      f"{run.rows_updated:,}", f"{run.rows_unchanged:,}", f"{run.rows_rejected:,}",
-                      f"{run.seconds:.1f}")
+    table = Table("run", "source", "read", "new", "updated", "unchanged", "rejected", "seconds")
+    for run, entry in zip(result.results, result.manifest["files"], strict=True):
+        source = f"{run.source_name}:{entry['layer']}" if entry.get("layer") else run.source_name
+        table.add_row(str(run.run_id), source, f"{run.rows_read:,}", f"{run.rows_new:,}", f"{run.rows_updated:,}",
+                      f"{run.rows_unchanged:,}", f"{run.rows_rejected:,}", f"{run.seconds:.1f}")
     console.print(table)
     counts = result.manifest["counts"]
     console.print(
@@ -279,8 +279,7 @@ def user_add(
     if password is None:
         password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
     engine = engines.writer_engine()
-    accounts.add_user(engine, username, password, role, display_name)
-    accounts.audit(engine, "cli", "user.add", {"username": username, "role": role}, None)
+    accounts.add_user(engine, username, password, role, display_name, actor="cli")
     console.print(f"user {username} added as {role}")
 
 
@@ -299,8 +298,7 @@ def user_ensure_admin(
         console.print("an administrator exists already; nothing to do")
         return
     password = secrets.token_urlsafe(12)
-    accounts.add_user(engine, username, password, "administrator", "Administrator")
-    accounts.audit(engine, "cli", "user.add", {"username": username, "role": "administrator"}, None)
+    accounts.add_user(engine, username, password, "administrator", "Administrator", actor="cli")
     console.print(f"first administrator created — log in as [bold]{username}[/] with password "
                   f"[bold]{password}[/] (shown once; change it with `citygrid user passwd {username}`)")
 
@@ -313,8 +311,7 @@ def user_passwd(username: str) -> None:
 
     password = typer.prompt("new password", hide_input=True, confirmation_prompt=True)
     engine = engines.writer_engine()
-    accounts.set_password(engine, username, password)
-    accounts.audit(engine, "cli", "user.passwd", {"username": username}, None)
+    accounts.set_password(engine, username, password, actor="cli")
     console.print(f"password of {username} changed")
 
 
@@ -344,8 +341,7 @@ def user_disable(username: str) -> None:
     from geodata import accounts, engines
 
     engine = engines.writer_engine()
-    accounts.disable_user(engine, username)
-    accounts.audit(engine, "cli", "user.disable", {"username": username}, None)
+    accounts.disable_user(engine, username, actor="cli")
     console.print(f"user {username} disabled")
 
 
@@ -392,8 +388,7 @@ def kiosk_revoke(token_id: int) -> None:
     from geodata import accounts, engines
 
     engine = engines.writer_engine()
-    accounts.revoke_kiosk_token(engine, token_id)
-    accounts.audit(engine, "cli", "kiosk.revoke", {"token_id": token_id}, None)
+    accounts.revoke_kiosk_token(engine, token_id, actor="cli")
     console.print(f"kiosk token {token_id} revoked")
 
 

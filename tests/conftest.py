@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -32,6 +33,7 @@ class SuiteStore:
     writer_url: str
     reader_url: str | None
     public_url: str | None
+    admin_url: str
 
     def environment(self) -> dict[str, str]:
         """Environment variables that point CityGrid's own settings at this database."""
@@ -87,7 +89,8 @@ def store() -> Iterator[SuiteStore]:
             reader = engines.build_engine(writer_url, "reader", set_role=READER_ROLE)
             public = engines.build_engine(writer_url, "public", set_role=PUBLIC_ROLE)
         migrate.upgrade(writer)
-        yield SuiteStore(name, writer, reader, public, writer_url, reader_url, public_url)
+        yield SuiteStore(name, writer, reader, public, writer_url, reader_url, public_url,
+                         engines._normalise(admin_url))
         for engine in (writer, reader, public):
             engine.dispose()
     finally:
@@ -129,3 +132,26 @@ def app_environment(store: SuiteStore, tmp_path_factory: pytest.TempPathFactory)
             get_settings.cache_clear()
     engines.dispose_all()
     get_settings.cache_clear()
+
+
+@contextmanager
+def separate_database(store: SuiteStore, prefix: str) -> Iterator[Engine]:
+    """A second migrated database beside the suite's, for a test that replaces a whole city; dropped after.
+
+    Made and dropped by the server's admin role: after a big load autovacuum works in the database, and only
+    an admin may end those sessions.
+    """
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    owner = store.writer.url.username
+    admin = create_engine(store.admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" OWNER "{owner}"'))
+    engine = engines.build_engine(store.writer.url.set(database=name).render_as_string(hide_password=False), "writer")
+    try:
+        migrate.upgrade(engine)
+        yield engine
+    finally:
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
