@@ -201,6 +201,8 @@ def demo(
     seed: Annotated[int, typer.Option(help="Generator seed: the same seed gives the same files")] = 20251125,
     regenerate: Annotated[bool, typer.Option(
         "--regenerate", help="Generate the files again even if a set of this size and seed exists")] = False,
+    if_empty: Annotated[bool, typer.Option(
+        "--if-empty", help="Do nothing when the store already holds cases (the quick start's second run)")] = False,
 ) -> None:
     """Generate the demo city (张店区 + 临淄区) as a command centre's source files and load them through the ETL."""
     from rich.progress import Progress
@@ -216,6 +218,13 @@ def demo(
     engines.check_connection(engine)
     if migrations.current_revision(engine) != migrations.head_revision():
         raise CityGridError("The schema is not at the newest revision: run `citygrid migrate` first.")
+    if if_empty:
+        from sqlalchemy import text
+
+        with engine.connect() as conn:
+            if conn.execute(text("SELECT EXISTS (SELECT 1 FROM core.case_record)")).scalar_one():
+                console.print("the store already holds cases: the demo city is not loaded again")
+                return
     out_dir = settings.data_dir / "demo" / size
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("demo city", total=None)
