@@ -83,7 +83,8 @@ class LoadResult:
         return self.rows_new + self.rows_updated + self.rows_unchanged
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks (the run log keeps it; the demo manifest names its inputs by it)."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -129,7 +130,7 @@ def load_source(engine: Engine, path: Path, options: LoadOptions, settings: Sett
     path = Path(path)
     if not path.exists():
         raise CityGridError(f"{path}: no such file")
-    sha = _sha256(path)
+    sha = file_sha256(path)
     option_log = {k: v for k, v in options.__dict__.items() if v is not None}
     try:
         raw = _read(path, options, how)

@@ -36,7 +36,6 @@ month at a time and written ``write_chunk_rows`` rows at a time, components in c
 
 from __future__ import annotations
 
-import hashlib
 import io
 import itertools
 import json
@@ -63,6 +62,7 @@ import yaml
 from pyproj import Transformer
 
 from etl.chinese_crs import transform_geometries, wgs84_to_gcj02
+from etl.pipeline import file_sha256
 from geodata.dictionaries import DATA_DIR, add_working_time, read_calendar, read_categories, read_deadlines
 from geodata.errors import CityGridError
 
@@ -171,14 +171,6 @@ def _weights(mapping: dict[Any, float]) -> tuple[list[Any], np.ndarray]:
     keys = list(mapping)
     w = np.array([float(mapping[k]) for k in keys])
     return keys, w / w.sum()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ======================================================================================= coordinates
@@ -1712,8 +1704,8 @@ def generate(out_dir: Path, size: Size | SizeSpec = "demo", *, seed: int = 20251
         "seed": seed,
         "reference_date": reference.isoformat(),
         "period": [str(setting.days[0]), str(setting.days[-1])],
-        "inputs": {"demo_city.yaml": _sha256(CITY_FILE),
-                   "boundaries": _sha256(DATA_DIR / "boundaries" / "zibo_districts_gcj02.geojson")},
+        "inputs": {"demo_city.yaml": file_sha256(CITY_FILE),
+                   "boundaries": file_sha256(DATA_DIR / "boundaries" / "zibo_districts_gcj02.geojson")},
         "counts": {
             "districts": len(ground.districts), "streets": len(ground.streets),
             "communities": len(ground.communities), "grids": len(ground.grids),
