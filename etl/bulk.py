@@ -180,3 +180,35 @@ def attach_month(driver: Any, month: int) -> None:
         cursor.execute(
             f"ALTER TABLE core.case_event ATTACH PARTITION core.case_event_{month} FOR VALUES FROM ({lo}) TO ({hi})"
         )
+
+
+#: A first load of reporters this big goes into the table without its key, which is then built in one pass.
+REPORTER_BULK_ROWS = 100_000
+
+
+def drop_empty_reporter_key(conn: Connection, rows: int) -> tuple[str, str] | None:
+    """Drop the primary key of an empty ``private.case_reporter`` before ``rows`` reporters are copied in.
+
+    Maintaining the key row by row costs more than the rows themselves (0.4-0.8 s against 0.3 s per
+    200,000); building it after the COPY, once and sorted, costs 0.2 s.  Only for a large first load: the
+    table must be empty (so no reader misses anything while the ACCESS EXCLUSIVE lock of the DROP is held
+    until commit).  Returns the key's name and definition for :func:`restore_reporter_key`, or None.
+    """
+    if rows < REPORTER_BULK_ROWS:
+        return None
+    if conn.execute(text("SELECT EXISTS (SELECT 1 FROM private.case_reporter)")).scalar_one():
+        return None
+    key = conn.execute(text(
+        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
+        " WHERE conrelid = 'private.case_reporter'::regclass AND contype = 'p'"
+    )).one_or_none()
+    if key is None:
+        return None
+    conn.exec_driver_sql(f'ALTER TABLE private.case_reporter DROP CONSTRAINT "{key[0]}"')
+    return str(key[0]), str(key[1])
+
+
+def restore_reporter_key(driver: Any, key: tuple[str, str]) -> None:
+    """Build the dropped key again (a duplicate fails here, as it would have failed the COPY)."""
+    with driver.cursor() as cursor:
+        cursor.execute(f'ALTER TABLE private.case_reporter ADD CONSTRAINT "{key[0]}" {key[1]}')

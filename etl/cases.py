@@ -33,9 +33,11 @@ from etl.bulk import (
     attach_month,
     copy_binary,
     create_fresh_months,
+    drop_empty_reporter_key,
     encode_frame,
     existing_months,
     month_keys,
+    restore_reporter_key,
 )
 from etl.context import LoadContext, note_swapped, parse_coordinates
 from etl.mapping import TEXT_DTYPE
@@ -739,6 +741,7 @@ def _place_and_merge(ctx: LoadContext, work: pd.DataFrame) -> MergeCounts:
     new_months = set(np.unique(months[~_mask(work["case_number"].isin(known_numbers)) & (months > 0)]).tolist())
     fresh = new_months - existing_months(ctx.conn, new_months)
     create_fresh_months(ctx.conn, fresh)
+    reporter_key = drop_empty_reporter_key(ctx.conn, len(work)) if any(c in work for c in PERSONAL_COLUMNS) else None
     writer = BackgroundWriter(ctx.conn)
     new_count, old_parts, new_days = 0, [], []
     try:
@@ -758,6 +761,8 @@ def _place_and_merge(ctx: LoadContext, work: pd.DataFrame) -> MergeCounts:
                     attached.add(month)
         for month in sorted(fresh - attached):
             writer.submit(partial(attach_month, month=month))
+        if reporter_key is not None:
+            writer.submit(partial(restore_reporter_key, key=reporter_key))
         writer.close()
     except BaseException:
         writer.abort()
