@@ -155,11 +155,11 @@ def existing_months(conn: Connection, months: Iterable[int]) -> set[int]:
     return {int(name.rsplit("_", 1)[1]) for name in found}
 
 
-def create_fresh_months(conn: Connection, months: Iterable[int]) -> None:
-    """Create the case table of each month, unattached and without indexes, and its empty event table."""
-    for month in sorted(months):
-        lo, hi = _bounds_sql(month)
-        conn.exec_driver_sql(
+def create_month(driver: Any, month: int) -> None:
+    """Create the case table of a month, unattached and without indexes, and its empty event table."""
+    lo, hi = _bounds_sql(month)
+    with driver.cursor() as cursor:
+        cursor.execute(
             f"CREATE TABLE core.case_record_{month} (LIKE core.case_record"
             " INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING CONSTRAINTS INCLUDING STORAGE INCLUDING COMPRESSION);"
             f" ALTER TABLE core.case_record_{month} ADD CONSTRAINT case_record_{month}_bounds"

@@ -32,7 +32,7 @@ from etl.bulk import (
     BackgroundWriter,
     attach_month,
     copy_binary,
-    create_fresh_months,
+    create_month,
     drop_empty_reporter_key,
     encode_frame,
     existing_months,
@@ -739,8 +739,10 @@ def _place_and_merge(ctx: LoadContext, work: pd.DataFrame) -> MergeCounts:
     lookups = _Lookups.read(ctx)
     months = month_keys(work["_reported_utc"])
     new_months = set(np.unique(months[~_mask(work["case_number"].isin(known_numbers)) & (months > 0)]).tolist())
+    # Months without a partition get a fresh table when their first row is stored (so a month whose rows
+    # all fail validation gets none), attached after their last batch.
     fresh = new_months - existing_months(ctx.conn, new_months)
-    create_fresh_months(ctx.conn, fresh)
+    created: set[int] = set()
     reporter_key = drop_empty_reporter_key(ctx.conn, len(work)) if any(c in work for c in PERSONAL_COLUMNS) else None
     writer = BackgroundWriter(ctx.conn)
     new_count, old_parts, new_days = 0, [], []
@@ -752,14 +754,14 @@ def _place_and_merge(ctx: LoadContext, work: pd.DataFrame) -> MergeCounts:
             old_parts.append(batch[is_known])
             new = batch[~is_known]
             if len(new):
-                writer.submit(partial(_copy_all, _new_case_copies(new, fresh)))
+                writer.submit(partial(_copy_all, _new_case_copies(new, fresh, created)))
                 new_count += len(new)
                 new_days.append(new[["reported_at"]])
             for month in done:
-                if month in fresh:
+                if month in created:
                     writer.submit(partial(attach_month, month=month))
                     attached.add(month)
-        for month in sorted(fresh - attached):
+        for month in sorted(created - attached):
             writer.submit(partial(attach_month, month=month))
         if reporter_key is not None:
             writer.submit(partial(restore_reporter_key, key=reporter_key))
@@ -799,21 +801,28 @@ def _reporter_copy(frame: pd.DataFrame) -> list[pgcopy.BinaryRows]:
     return encode_frame(list(REPORTER_COPY_TYPES.items()), out)
 
 
-def _new_case_copies(new: pd.DataFrame, fresh: set[int]) -> list[tuple[str, list[pgcopy.BinaryRows]]]:
-    """New cases encoded per table: their fresh month tables, or the parent; and their reporters."""
+def _new_case_copies(new: pd.DataFrame, fresh: set[int], created: set[int]) -> list[tuple[str, Any, int | None]]:
+    """New cases encoded per table: their fresh month tables (made first if still to make in ``created``),
+    or the parent; and their reporters.
+    """
     months = month_keys(new["reported_at"])
     in_fresh = np.isin(months, list(fresh)) if fresh else np.zeros(len(new), dtype=bool)
-    copies = [(f"core.case_record_{int(month)}", _case_copy(new[months == month]))
-              for month in np.unique(months[in_fresh])]
+    copies: list[tuple[str, Any, int | None]] = []
+    for month in np.unique(months[in_fresh]).tolist():
+        copies.append((f"core.case_record_{month}", _case_copy(new[months == month]),
+                       None if month in created else month))
+        created.add(month)
     if (~in_fresh).any():
-        copies.append(("core.case_record", _case_copy(new[~in_fresh])))
-    copies.append(("private.case_reporter", _reporter_copy(new)))
+        copies.append(("core.case_record", _case_copy(new[~in_fresh]), None))
+    copies.append(("private.case_reporter", _reporter_copy(new), None))
     return copies
 
 
-def _copy_all(copies: list[tuple[str, list[pgcopy.BinaryRows]]], driver: Any) -> None:
-    """(Writer thread) The COPYs of one batch."""
-    for table, parts in copies:
+def _copy_all(copies: list[tuple[str, list[pgcopy.BinaryRows], int | None]], driver: Any) -> None:
+    """(Writer thread) The COPYs of one batch, each after making its month's tables if it is the first."""
+    for table, parts, make_month in copies:
+        if make_month is not None:
+            create_month(driver, make_month)
         copy_binary(driver, table, parts)
 
 
