@@ -86,6 +86,8 @@ PERSONAL_COLUMNS = ("reporter_name", "reporter_phone", "reporter_id_number", "ad
 REQUIRED_FIELDS = ("case_number", "reported_at", "lon", "lat")
 
 _CLOCK_SKEW = pd.Timedelta(minutes=10)
+#: Fields mapped for the whole file at once: duplicates and months are decided on all rows.
+_GLOBAL_FIELDS = ("case_number", "reported_at")
 
 #: Cases are placed and stored in batches of about an eighth of the file (at least this many rows), so the
 #: server stores one batch while the next is located: see :mod:`etl.bulk`.
@@ -131,14 +133,12 @@ def load_cases(ctx: LoadContext, frame: pd.DataFrame) -> MergeCounts:
     index = threading.Thread(target=_read_admin_index, args=(ctx,), name="citygrid-admin-index")
     index.start()
     try:
-        work = ctx.mapping.apply(frame, required=REQUIRED_FIELDS, as_text=True)
+        # Only what the whole file is needed for is mapped here; the other fields batch by batch (_prepare).
+        work = ctx.mapping.apply(frame, required=REQUIRED_FIELDS, as_text=True, fields=_GLOBAL_FIELDS)
         work = _validate_identity(ctx, work)
-        for column in ("description", "handling_unit", "component_code", "resolution_level"):
-            if column not in work:
-                work[column] = _column(work, column)
     finally:
         index.join()
-    return _place_and_merge(ctx, work)
+    return _place_and_merge(ctx, work, frame)
 
 
 def _read_admin_index(ctx: LoadContext) -> None:
@@ -146,8 +146,17 @@ def _read_admin_index(ctx: LoadContext) -> None:
         ctx.admin_index  # noqa: B018 (cached on the context)
 
 
-def _prepare(ctx: LoadContext, work: pd.DataFrame, lookups: _Lookups) -> pd.DataFrame:
-    """Validate, reproject, locate and complete one batch of rows (no database access: see _Lookups)."""
+def _prepare(ctx: LoadContext, work: pd.DataFrame, frame: pd.DataFrame, lookups: _Lookups) -> pd.DataFrame:
+    """Map, validate, reproject, locate and complete one batch of rows (no database access: see _Lookups).
+
+    ``work`` holds the batch's globally mapped fields, ``frame`` the source rows.
+    """
+    assert ctx.mapping is not None
+    fields = ctx.mapping.apply(frame.loc[work.index], as_text=True, exclude=_GLOBAL_FIELDS)
+    work = pd.concat([work, fields.drop(columns="_row")], axis=1)
+    for column in ("description", "handling_unit", "component_code", "resolution_level"):
+        if column not in work:
+            work[column] = _column(work, column)
     work = _validate_categories(ctx, work, lookups.categories)
     work = _parse_times(ctx, work)
     work = _validate_values(ctx, work)
@@ -723,7 +732,7 @@ def _report_days(*frames: pd.DataFrame) -> tuple[date, date] | None:
     return lo, hi
 
 
-def _place_and_merge(ctx: LoadContext, work: pd.DataFrame) -> MergeCounts:
+def _place_and_merge(ctx: LoadContext, work: pd.DataFrame, frame: pd.DataFrame) -> MergeCounts:
     """Validate, locate and complete the rows batch by batch, storing each batch while the next is prepared.
 
     What needs the whole file ran before (duplicates within it); what needs the store is read first (the
@@ -749,7 +758,7 @@ def _place_and_merge(ctx: LoadContext, work: pd.DataFrame) -> MergeCounts:
     try:
         attached: set[int] = set()
         for positions, done in _batches(months):
-            batch = _prepare(ctx, work.iloc[positions], lookups).assign(source_run_id=ctx.run_id)
+            batch = _prepare(ctx, work.iloc[positions], frame, lookups).assign(source_run_id=ctx.run_id)
             is_known = _mask(batch["case_number"].isin(known_numbers))
             old_parts.append(batch[is_known])
             new = batch[~is_known]

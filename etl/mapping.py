@@ -8,6 +8,7 @@ an untranslatable word passes through unchanged and is rejected there with the r
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,8 @@ class ColumnMapping:
                     break
         return chosen
 
-    def apply(self, frame: pd.DataFrame, required: tuple[str, ...] = (), *, as_text: bool = False) -> pd.DataFrame:
+    def apply(self, frame: pd.DataFrame, required: tuple[str, ...] = (), *, as_text: bool = False,
+              fields: Collection[str] | None = None, exclude: Collection[str] = ()) -> pd.DataFrame:
         """A frame of CityGrid fields (strings, translated) plus ``_row``; raises if a required field is absent.
 
         Values are stripped; empty strings become missing; ``values`` translations apply to whole cell
@@ -60,6 +62,9 @@ class ColumnMapping:
         missing) and translations keep the YAML type (``true``, ``4``); with ``as_text`` they are arrow-backed
         string columns (NaN when missing) and translations are text too (``"true"``, ``"4"``), which keeps a
         million rows in C++ (about 0.05 s a column instead of 0.3 s).
+
+        ``fields`` limits the result to those fields (and ``exclude`` leaves some out), for a caller that
+        maps a few fields of every row first and the rest batch by batch; ``required`` is checked on all.
         """
         chosen = self.resolve([c for c in frame.columns if c != "_row"])
         missing = [f for f in required if f not in chosen and f not in self.defaults]
@@ -70,8 +75,13 @@ class ColumnMapping:
                 f"{[c for c in frame.columns if c != '_row']}. Expected {wanted}. "
                 "Pass --mapping with a YAML file naming this source's headers."
             )
+        def wanted(target: str) -> bool:
+            return (fields is None or target in fields) and target not in exclude
+
         columns: dict[str, Any] = {"_row": frame["_row"].to_numpy()}
         for target, header in chosen.items():
+            if not wanted(target):
+                continue
             cleaned = _clean_text(frame[header])
             translations = self.values.get(target)
             if as_text:
@@ -83,6 +93,8 @@ class ColumnMapping:
                 columns[target] = pd.Series(_translate_objects(cleaned, lookup), index=frame.index, dtype="object")
         out = pd.DataFrame(columns, index=frame.index)
         for target, value in self.defaults.items():
+            if not wanted(target):
+                continue
             fill = _as_text(value) if as_text else value
             if target not in out.columns:
                 out[target] = _text_series(pa.array([fill] * len(out), pa.string()), out.index) if as_text else fill
