@@ -7,6 +7,21 @@ moves back a stage the store already has is rejected with both values named.
 
 The first sight of a case is its row in ``core.case_record`` (its timestamps are the stages as first
 reported); ``core.case_event`` holds every change seen after that.  The timeline of a case is both.
+
+How a million rows go through (see bench/etl.py):
+
+* for the whole file: case number and report time are mapped, duplicates within the file rejected, and
+  the store asked once which of the file's numbers it knows; categories, deadline rules, the working
+  calendar and the admin units (read beside the mapping) are fetched before any batch;
+* then batch by batch, in month order: the other fields are mapped and every check runs, then reprojection,
+  location, H3, deadlines and the order of the stages.  Every check is row by row, so a row gets the same
+  reason in any batch.  New cases are encoded for a binary COPY and handed to the writer thread of
+  :mod:`etl.bulk`, which stores batch *i* (into fresh month tables, attached when their last batch is in)
+  while this thread prepares batch *i + 1*;
+* known cases are merged at the end (updates, events), in the same transaction.
+
+Validation works on arrow-backed text columns and on the distinct values of low-cardinality columns
+(channels, kinds, categories, flags), and reasons are only written for the rows rejected.
 """
 
 from __future__ import annotations
