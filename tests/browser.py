@@ -117,9 +117,11 @@ def element_pixels(driver: Any, css: str) -> Any:
 
 def share_of_colour(image: Any, rgb: tuple[int, int, int], tolerance: int = 40) -> float:
     """Share of the image's pixels within ``tolerance`` (per channel) of ``rgb``."""
-    pixels = list(image.getdata())
-    close = sum(1 for p in pixels if all(abs(p[i] - rgb[i]) <= tolerance for i in range(3)))
-    return close / max(len(pixels), 1)
+    import numpy as np
+
+    pixels = np.asarray(image, dtype=np.int16).reshape(-1, 3)
+    close = (np.abs(pixels - np.array(rgb, dtype=np.int16)) <= tolerance).all(axis=1)
+    return float(close.mean()) if len(pixels) else 0.0
 
 
 def wait_for_map_pixels(driver: Any, css: str, rgb: tuple[int, int, int], minimum: float = 0.002,
