@@ -144,7 +144,7 @@ class MergeCounts:
 def load_cases(ctx: LoadContext, frame: pd.DataFrame) -> MergeCounts:
     """Validate, place and merge one source's cases; every row ends stored or in ``ctx.rejects``."""
     assert ctx.mapping is not None
-    # The admin units are read and indexed (~0.5 s for 20,000 grids) while the rows are mapped.
+    # The admin units are read and indexed (~0.25 s for 20,000 grids) while the rows are mapped.
     index = threading.Thread(target=_read_admin_index, args=(ctx,), name="citygrid-admin-index")
     index.start()
     try:
