@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
 from geodata import engines, migrate
@@ -32,35 +31,22 @@ STREETS, COMMUNITIES, GRIDS = 4, 3, 12
 
 @contextmanager
 def scratch_database(prefix: str) -> Iterator[Engine]:
-    """A migrated, empty database on CityGrid's server, dropped afterwards; yields its writer engine."""
+    """A migrated database with the code dictionaries on CityGrid's server, dropped afterwards."""
     settings = get_settings()
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     if settings.embedded:
         from geodata.cluster import EmbeddedCluster
 
         info = EmbeddedCluster(settings).ensure_running()
-        admin_url, writer_url = info.url("admin", "postgres"), info.url("writer", name)
-        owner = "citygrid"
+        admin_url, writer_url = info.url("admin", "postgres"), info.url("writer")
     else:
         assert settings.database_url is not None
-        base = make_url(engines._normalise(settings.database_url))
-        admin_url = base.set(database="postgres").render_as_string(hide_password=False)
-        writer_url = base.set(database=name).render_as_string(hide_password=False)
-        owner = base.username
-    admin = create_engine(engines._normalise(admin_url), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}" OWNER "{owner}"'))
-    engine = engines.build_engine(engines._normalise(writer_url), "writer")
-    try:
-        migrate.upgrade(engine)
+        writer_url = settings.database_url
+        admin_url = make_url(engines.normalise_url(writer_url)).set(database="postgres").render_as_string(
+            hide_password=False)
+    with migrate.temporary_database(admin_url, writer_url, prefix) as engine:
         with engine.begin() as conn:
             load_dictionaries(conn, settings.category_edition)
         yield engine
-    finally:
-        engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def _box(x: float, y: float, w: float, h: float) -> dict[str, object]:

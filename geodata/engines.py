@@ -23,7 +23,7 @@ Role = Literal["writer", "reader", "public"]
 _STATEMENT_TIMEOUT_MS: dict[Role, int] = {"writer": 0, "reader": 30_000, "public": 5_000}
 
 
-def _normalise(url: str) -> str:
+def normalise_url(url: str) -> str:
     """Accept plain ``postgresql://`` URLs as people write them; CityGrid talks psycopg 3."""
     parsed = make_url(url)
     if parsed.drivername in ("postgresql", "postgres"):
@@ -38,18 +38,18 @@ def resolve_url(role: Role, settings: Settings | None = None) -> tuple[str, str 
         from geodata.cluster import EmbeddedCluster
 
         info = EmbeddedCluster(settings).ensure_running()
-        return _normalise(info.url(role)), None
+        return normalise_url(info.url(role)), None
     assert settings.database_url is not None
     if role == "writer":
-        return _normalise(settings.database_url), None
+        return normalise_url(settings.database_url), None
     if role == "reader":
         if settings.read_database_url:
-            return _normalise(settings.read_database_url), None
-        return _normalise(settings.database_url), READER_ROLE
+            return normalise_url(settings.read_database_url), None
+        return normalise_url(settings.database_url), READER_ROLE
     if settings.public_database_url:
-        return _normalise(settings.public_database_url), None
+        return normalise_url(settings.public_database_url), None
     base = settings.read_database_url or settings.database_url
-    return _normalise(base), PUBLIC_ROLE
+    return normalise_url(base), PUBLIC_ROLE
 
 
 def build_engine(url: str, role: Role, set_role: str | None = None, pool_size: int = 5) -> Engine:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from geodata.errors import StoreError
@@ -87,3 +91,29 @@ def head_revision() -> str:
     head = ScriptDirectory.from_config(config).get_current_head()
     assert head is not None
     return head
+
+
+@contextmanager
+def temporary_database(admin_url: str, writer_url: str, prefix: str) -> Iterator[Engine]:
+    """A fresh database migrated to head, owned by the writer, dropped afterwards; yields its writer engine.
+
+    ``writer_url`` names any database on the server (its database part is replaced).  The database is made
+    and dropped with ``admin_url``: after a big load autovacuum works in it, and only an admin may end those
+    sessions.  Benchmarks and tests that replace a whole city use this, never the real store.
+    """
+    from geodata.engines import build_engine, normalise_url
+
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    writer = make_url(normalise_url(writer_url)).set(database=name)
+    admin = create_engine(normalise_url(admin_url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" OWNER "{writer.username}"'))  # our own generated name
+    engine = build_engine(writer.render_as_string(hide_password=False), "writer")
+    try:
+        upgrade(engine)
+        yield engine
+    finally:
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -63,9 +63,9 @@ def store() -> Iterator[SuiteStore]:
     """A freshly migrated database for this test session, dropped afterwards."""
     admin_url, role_urls = _server_admin_url()
     name = f"citygrid_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(engines._normalise(admin_url), isolation_level="AUTOCOMMIT")
+    admin = create_engine(engines.normalise_url(admin_url), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        owner = "citygrid" if role_urls else make_url(engines._normalise(admin_url)).username
+        owner = "citygrid" if role_urls else make_url(engines.normalise_url(admin_url)).username
         conn.execute(text(f'CREATE DATABASE "{name}" OWNER "{owner}"'))
     try:
         if role_urls:
@@ -73,24 +73,24 @@ def store() -> Iterator[SuiteStore]:
             reader_url = role_urls["reader"].replace("%7Bdb%7D", name).replace("{db}", name)
             public_url = role_urls["public"].replace("%7Bdb%7D", name).replace("{db}", name)
             with create_engine(
-                engines._normalise(admin_url.rsplit("/", 1)[0] + f"/{name}"), isolation_level="AUTOCOMMIT"
+                engines.normalise_url(admin_url.rsplit("/", 1)[0] + f"/{name}"), isolation_level="AUTOCOMMIT"
             ).connect() as conn:
                 conn.execute(text("CREATE EXTENSION IF NOT EXISTS postgis"))
             writer_url, reader_url, public_url = (
-                engines._normalise(u) for u in (writer_url, reader_url, public_url)
+                engines.normalise_url(u) for u in (writer_url, reader_url, public_url)
             )
             writer = engines.build_engine(writer_url, "writer")
             reader = engines.build_engine(reader_url, "reader")
             public = engines.build_engine(public_url, "public")
         else:
-            writer_url = engines._normalise(make_url(admin_url).set(database=name).render_as_string(False))
+            writer_url = engines.normalise_url(make_url(admin_url).set(database=name).render_as_string(False))
             reader_url = public_url = None
             writer = engines.build_engine(writer_url, "writer")
             reader = engines.build_engine(writer_url, "reader", set_role=READER_ROLE)
             public = engines.build_engine(writer_url, "public", set_role=PUBLIC_ROLE)
         migrate.upgrade(writer)
         yield SuiteStore(name, writer, reader, public, writer_url, reader_url, public_url,
-                         engines._normalise(admin_url))
+                         engines.normalise_url(admin_url))
         for engine in (writer, reader, public):
             engine.dispose()
     finally:
@@ -136,22 +136,6 @@ def app_environment(store: SuiteStore, tmp_path_factory: pytest.TempPathFactory)
 
 @contextmanager
 def separate_database(store: SuiteStore, prefix: str) -> Iterator[Engine]:
-    """A second migrated database beside the suite's, for a test that replaces a whole city; dropped after.
-
-    Made and dropped by the server's admin role: after a big load autovacuum works in the database, and only
-    an admin may end those sessions.
-    """
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    owner = store.writer.url.username
-    admin = create_engine(store.admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}" OWNER "{owner}"'))
-    engine = engines.build_engine(store.writer.url.set(database=name).render_as_string(hide_password=False), "writer")
-    try:
-        migrate.upgrade(engine)
+    """A second migrated database beside the suite's, for a test that replaces a whole city; dropped after."""
+    with migrate.temporary_database(store.admin_url, store.writer_url, prefix) as engine:
         yield engine
-    finally:
-        engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
