@@ -118,3 +118,22 @@ H3_RESOLUTIONS: Final[tuple[int, ...]] = (7, 8, 9, 10)
 #: Database roles the migrations grant to; login roles are made by the embedded cluster or the DBA.
 READER_ROLE: Final = "citygrid_reader"
 PUBLIC_ROLE: Final = "citygrid_public"
+
+#: Who carries a GPS device in the tracks (巡查/保洁/车辆), with the fastest each can plausibly move (km/h):
+#: a fix that would need more is a jump (GPS error) and is rejected.
+TRACK_ROLES: Final[dict[str, tuple[str, str]]] = {
+    "patroller": ("网格员/巡查员", "Grid patroller"),
+    "cleaner": ("保洁员", "Street cleaner"),
+    "truck": ("环卫车辆", "Sanitation truck"),
+}
+TRACK_ROLE_MAX_KMH: Final[dict[str, float]] = {"patroller": 30.0, "cleaner": 30.0, "truck": 100.0}
+
+#: Road classes of the road line layer (道路等级, CJJ 37).
+ROAD_CLASSES: Final[dict[str, tuple[str, str]]] = {
+    "trunk": ("快速路", "Expressway"),
+    "primary": ("主干路", "Arterial road"),
+    "secondary": ("次干路", "Secondary road"),
+    "branch": ("支路", "Branch road"),
+    "alley": ("街巷", "Alley"),
+    "other": ("其他", "Other"),
+}

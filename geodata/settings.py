@@ -77,6 +77,20 @@ class Settings(BaseSettings):
         validation_alias=_env("CITYGRID_GRID_SERIAL_WIDTH"),
         description="Digits of a unit grid's serial after its community code (CJ/T 213: 2, DB11: 3).",
     )
+    patrol_idle_days: int = Field(
+        3,
+        ge=1,
+        le=90,
+        validation_alias=_env("CITYGRID_PATROL_IDLE_DAYS"),
+        description="A unit grid no patroller entered for this many days in a row is flagged.",
+    )
+    sweep_tolerance_m: float = Field(
+        15.0,
+        ge=3,
+        le=60,
+        validation_alias=_env("CITYGRID_SWEEP_TOLERANCE_M"),
+        description="A road piece counts as swept where a cleaner's or truck's track passed within this many metres.",
+    )
     category_edition: str = Field(
         "cjt214",
         validation_alias=_env("CITYGRID_CATEGORY_EDITION"),
