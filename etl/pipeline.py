@@ -31,6 +31,7 @@ from etl.store import (
     start_run,
     store_rejects,
 )
+from geodata import rollups
 from geodata.errors import CityGridError
 from geodata.settings import Settings, get_settings
 
@@ -43,6 +44,8 @@ LOADERS: dict[str, tuple[Loader, str, str]] = {
     "camera": (load_cameras, "cameras", "auto"),
     "case": (load_cases, "cn_case_export", "table"),
 }
+#: Loads after which the per-unit asset rollup (components, cameras, coverage) is rebuilt.
+ASSET_KINDS = frozenset({"admin_unit", "management_grid", "component", "camera"})
 TABLE_SUFFIXES = {".csv", ".txt", ".xlsx", ".json"}
 
 
@@ -144,6 +147,10 @@ def load_source(engine: Engine, path: Path, options: LoadOptions, settings: Sett
             ctx = LoadContext(conn=conn, run_id=run_id, source_name=path.name, crs=crs, mapping=mapping,
                               settings=settings, rejects=rejects, notes=[*raw.notes, *crs_notes])
             counts = loader(ctx, raw.frame)
+            if counts.report_days is not None:
+                rollups.refresh_case_rollups(conn, *counts.report_days, run_id=run_id)
+            elif options.kind in ASSET_KINDS:
+                rollups.refresh_asset_rollups(conn, run_id=run_id)
             rejected = rejects.frame()
             store_rejects(conn, run_id, path.name, rejected)
             rows_read = len(raw.frame) + len(raw.rejects)

@@ -12,6 +12,8 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import date
+from typing import Any
 
 import pytest
 from sqlalchemy import Connection, Engine, create_engine, text
@@ -139,3 +141,51 @@ def separate_database(store: SuiteStore, prefix: str) -> Iterator[Engine]:
     """A second migrated database beside the suite's, for a test that replaces a whole city; dropped after."""
     with migrate.temporary_database(store.admin_url, store.writer_url, prefix) as engine:
         yield engine
+
+
+#: The demo city every page test reads: the quick start's city, generated for a fixed year.
+DEMO_SEED = 20251125
+DEMO_REFERENCE = date(2026, 10, 1)  # the generated year is 2025-10-01 .. 2026-09-30
+
+
+@dataclass(frozen=True)
+class DemoCity:
+    """The demo city loaded once per test session into a database of its own (read it, do not change it)."""
+
+    store: SuiteStore
+    report: Any  # etl.demo.DemoReport
+    settings: Settings
+
+
+def _sibling_store(store: SuiteStore, name: str, writer: Engine) -> SuiteStore:
+    """Engines for the three roles on another database of the suite's server."""
+    def swap(url: str) -> str:
+        return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+    writer_url = swap(store.writer_url)
+    if store.reader_url and store.public_url:
+        reader_url, public_url = swap(store.reader_url), swap(store.public_url)
+        reader = engines.build_engine(reader_url, "reader")
+        public = engines.build_engine(public_url, "public")
+    else:
+        reader_url = public_url = None
+        reader = engines.build_engine(writer_url, "reader", set_role=READER_ROLE)
+        public = engines.build_engine(writer_url, "public", set_role=PUBLIC_ROLE)
+    return SuiteStore(name, writer, reader, public, writer_url, reader_url, public_url, store.admin_url)
+
+
+@pytest.fixture(scope="session")
+def demo_city(store: SuiteStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoCity]:
+    """The demo city (about 100,000 cases) generated and loaded through the ETL once for the whole session."""
+    from etl.demo import build_demo
+
+    settings = Settings(data_dir=tmp_path_factory.mktemp("demo-data"))
+    with migrate.temporary_database(store.admin_url, store.writer_url, "citygrid_demo") as engine:
+        demo_store = _sibling_store(store, engine.url.database or "", engine)
+        try:
+            report = build_demo(engine, "demo", settings.data_dir / "demo" / "demo", settings, seed=DEMO_SEED,
+                                reference_date=DEMO_REFERENCE)
+            yield DemoCity(demo_store, report, settings)
+        finally:
+            demo_store.reader.dispose()
+            demo_store.public.dispose()

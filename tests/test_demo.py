@@ -33,10 +33,10 @@ from etl.demo.generate import (
 from etl.readers import read_table
 from geodata.dictionaries import read_categories
 from geodata.settings import Settings
-from tests.conftest import SuiteStore, separate_database
+from tests.conftest import DEMO_REFERENCE, DEMO_SEED, DemoCity
 
-SEED = 20251125
-REFERENCE = date(2026, 10, 1)  # the generated year is 2025-10-01 .. 2026-09-30
+SEED = DEMO_SEED
+REFERENCE = DEMO_REFERENCE  # the generated year is 2025-10-01 .. 2026-09-30
 MIDNIGHT = pd.Timestamp("2026-10-01 00:00:00")
 SMALL: SizeSpec = size_spec("demo").scaled(0.15, core_cell_m=400.0, name="test")
 STAGE_HEADERS = ("上报时间", "立案时间", "派遣时间", "处置时间", "结案时间")
@@ -359,13 +359,9 @@ def test_same_seed_gives_byte_identical_files(small: tuple[Path, dict[str, Any]]
 
 
 @pytest.fixture(scope="module")
-def loaded(store: SuiteStore, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    """The demo city loaded into a database of its own (it is a whole city; other modules build theirs)."""
-    settings = Settings(data_dir=tmp_path_factory.mktemp("data"))
-    with separate_database(store, "citygrid_demo") as engine:
-        report = build_demo(engine, "demo", settings.data_dir / "demo" / "demo", settings, seed=SEED,
-                            reference_date=REFERENCE)
-        yield report, engine
+def loaded(demo_city: DemoCity):  # type: ignore[no-untyped-def]
+    """The session's demo city (tests/conftest.py), loaded through the ETL into a database of its own."""
+    return demo_city.report, demo_city.store.writer
 
 
 @pytest.mark.slow
