@@ -37,6 +37,9 @@ kiosk_app = typer.Typer(
 app.add_typer(db_app, name="db")
 app.add_typer(user_app, name="user")
 app.add_typer(kiosk_app, name="kiosk")
+rollups_app = typer.Typer(help="The dashboards' rollups (refreshed by every load; rebuild them by hand here).",
+                          no_args_is_help=True)
+app.add_typer(rollups_app, name="rollups")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -121,7 +124,34 @@ def migrate() -> None:
     revision = migrations.upgrade(engine)
     with engine.begin() as conn:
         counts = dictionaries.load_dictionaries(conn, get_settings().category_edition)
+        seconds = _fill_empty_rollups(conn)
     console.print(f"schema at revision {revision}; dictionaries loaded: {counts}")
+    if seconds is not None:
+        console.print(f"rollups built for the cases already stored ({seconds:.1f} s)")
+
+
+def _fill_empty_rollups(conn) -> float | None:  # type: ignore[no-untyped-def]
+    """A store migrated past 0003 with cases but no rollups yet gets them built once."""
+    from sqlalchemy import text
+
+    from geodata import rollups
+
+    has_cases = conn.execute(text("SELECT EXISTS (SELECT 1 FROM core.case_record)")).scalar_one()
+    has_rollups = conn.execute(text("SELECT EXISTS (SELECT 1 FROM rollup.refresh_log)")).scalar_one()
+    return rollups.refresh_all(conn) if has_cases and not has_rollups else None
+
+
+@rollups_app.command("refresh")
+@friendly
+def rollups_refresh() -> None:
+    """Rebuild every rollup from the stored cases and assets (loads refresh them already; this repairs)."""
+    from etl.store import bump_data_version
+    from geodata import engines, rollups
+
+    with engines.writer_engine().begin() as conn:
+        seconds = rollups.refresh_all(conn)
+        bump_data_version(conn)
+    console.print(f"rollups rebuilt in {seconds:.1f} s")
 
 
 # --- loading data ---------------------------------------------------------------------------------------

@@ -117,3 +117,22 @@ def test_bad_areas_are_refused(demo_city: DemoCity) -> None:
                 rollups.unit_counts(conn, DEMO_FIRST, DEMO_LAST, bad)
         with pytest.raises(KpiError):
             rollups.daily_series(conn, DEMO_FIRST, DEMO_LAST, None, ("reported; DROP TABLE x",))
+
+
+def test_the_command_line_rebuilds_them(store: SuiteStore, boundary_cases, tmp_path) -> None:  # noqa: F811
+    import subprocess
+    import sys
+
+    from geodata.settings import PROJECT_ROOT
+
+    env = {"PATH": "/usr/bin:/bin", **store.environment(), "CITYGRID_DATA_DIR": str(tmp_path)}
+    with store.reader.connect() as conn:
+        version = conn.execute(text("SELECT version FROM core.data_version")).scalar_one()
+    out = subprocess.run([sys.executable, "-m", "cli", "rollups", "refresh"], cwd=PROJECT_ROOT, env=env,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "rollups rebuilt" in out.stdout
+    with store.reader.connect() as conn:
+        assert conn.execute(text("SELECT version FROM core.data_version")).scalar_one() == version + 1
+        day = date(2024, 6, 3)
+        _equal(rollups.unit_counts(conn, day, day, "370303"), count_cases(conn, day, day, "370303"))
