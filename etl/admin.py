@@ -65,12 +65,16 @@ def load_admin_units(ctx: LoadContext, frame: pd.DataFrame) -> MergeCounts:
     work = ctx.rejects.reject(work, work["_row"] != first,
                               "duplicate of row " + first.astype(str) + " (same code)", "code")
     work = ctx.rejects.reject(work, work["name"].isna(), "name is empty", "name")
-    work = _validate_geometry(ctx, work)
+    work = validate_polygons(ctx, work)
     work = _check_parents(ctx, work)
     return _merge(ctx, work)
 
 
-def _validate_geometry(ctx: LoadContext, work: pd.DataFrame) -> pd.DataFrame:
+def validate_polygons(ctx: LoadContext, work: pd.DataFrame) -> pd.DataFrame:
+    """Reject rows whose ``geometry`` is missing, not polygonal or invalid; the rest as WGS 84 multipolygons.
+
+    Shared with the management grids (:mod:`etl.management`), which are polygons of the same kind.
+    """
     geoms = work["geometry"].to_numpy()
     missing = shapely.is_missing(geoms) | shapely.is_empty(geoms)
     work = ctx.rejects.reject(work, pd.Series(missing, index=work.index), "geometry is missing or empty", "geometry")
