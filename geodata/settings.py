@@ -149,6 +149,21 @@ class Settings(BaseSettings):
     public_rate_limit_per_minute: int = Field(
         120, ge=1, le=100000, validation_alias=_env("CITYGRID_PUBLIC_RATE_LIMIT_PER_MINUTE")
     )
+    public_max_request_bytes: int = Field(
+        16384,
+        ge=1024,
+        le=1048576,
+        validation_alias=_env("CITYGRID_PUBLIC_MAX_REQUEST_BYTES"),
+        description="Largest request body the public app reads (Dash callbacks); larger ones get 413.",
+    )
+    public_proxy_hops: int = Field(
+        0,
+        ge=0,
+        le=5,
+        validation_alias=_env("CITYGRID_PUBLIC_PROXY_HOPS"),
+        description="Reverse proxies in front of the public app whose X-Forwarded-For is trusted (rate limit "
+        "per real client); 0: none, the peer address counts.",
+    )
 
     @field_validator("database_url", "read_database_url", "public_database_url", mode="before")
     @classmethod

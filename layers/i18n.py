@@ -41,6 +41,39 @@ TEXT: Final[dict[str, dict[str, str]]] = {
     "run.stored": {"zh-CN": "入库", "en": "Stored"},
     "run.rejected": {"zh-CN": "拒绝", "en": "Rejected"},
     "run.finished": {"zh-CN": "完成时间", "en": "Finished"},
+    # --- the public app (dashboard/public) ---
+    "public.title": {"zh-CN": "城市问题处置公开", "en": "How the city fixes reported problems"},
+    "public.intro": {
+        "zh-CN": "最近 {days} 天上报的城市管理问题，按区域汇总（数据延迟 {delay} 小时，不含个人信息与敏感类别）。",
+        "en": "City problems reported in the last {days} days, by area (delayed {delay} h; no personal data, "
+              "no sensitive categories).",
+    },
+    "public.days": {"zh-CN": "时间范围", "en": "Period"},
+    "public.days_n": {"zh-CN": "最近 {n} 天", "en": "Last {n} days"},
+    "public.unit": {"zh-CN": "汇总方式", "en": "Areas"},
+    "public.unit.h3_r8": {"zh-CN": "六边形（小）", "en": "Hexagons (small)"},
+    "public.unit.h3_r7": {"zh-CN": "六边形（大）", "en": "Hexagons (large)"},
+    "public.unit.grid": {"zh-CN": "单元网格", "en": "Unit grids"},
+    "public.street": {"zh-CN": "街道", "en": "Street"},
+    "public.all_streets": {"zh-CN": "全部街道", "en": "All streets"},
+    "public.choose_street": {"zh-CN": "请选择一个街道以显示单元网格。", "en": "Choose a street to see its unit grids."},
+    "public.cases": {"zh-CN": "案件数", "en": "Cases"},
+    "public.solved": {"zh-CN": "已解决", "en": "Solved"},
+    "public.on_time_share": {"zh-CN": "按期解决占比", "en": "Solved on time"},
+    "public.avg_hours": {"zh-CN": "平均处置时长（小时）", "en": "Average handling time (hours)"},
+    "public.below_k": {"zh-CN": "案件少于 {k} 件，不显示细分", "en": "Fewer than {k} cases: no breakdown"},
+    "public.click_hint": {"zh-CN": "点击地图上的区域查看分类统计。", "en": "Click an area on the map for its breakdown."},
+    "public.detail": {"zh-CN": "区域详情", "en": "Area detail"},
+    "public.category": {"zh-CN": "问题类别", "en": "Category"},
+    "public.no_cases": {"zh-CN": "该区域在此期间没有公开案件。", "en": "No public cases here in this period."},
+    "public.streets": {"zh-CN": "各街道处置情况", "en": "Streets"},
+    "public.in_grid_share": {"zh-CN": "网格内解决率", "en": "Solved in the grid"},
+    "public.legend": {
+        "zh-CN": "颜色：按期解决占比（红低绿高）；灰色：案件过少。",
+        "en": "Colour: share solved on time (red low, green high); grey: too few cases.",
+    },
+    "public.api": {"zh-CN": "开放数据接口（Open311）", "en": "Open data API (Open311)"},
+    "public.empty": {"zh-CN": "此期间没有公开案件。", "en": "No public cases in this period."},
 }
 
 
