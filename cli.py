@@ -441,23 +441,32 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (default 8050 internal, 8051 public)")] = None,
     workers: Annotated[int, typer.Option(min=1, max=64, help="gunicorn worker processes")] = 2,
     dev: Annotated[bool, typer.Option("--dev", help="Flask's single-process server with reload")] = False,
+    public: Annotated[
+        bool, typer.Option("--public", help="Serve the public map and Open311 API instead (no login, public views)")
+    ] = False,
 ) -> None:
-    """Serve the internal dashboard (login required) under gunicorn."""
+    """Serve the internal dashboard (login required), or with --public the public app, under gunicorn."""
     from geodata import engines
     from geodata import migrate as migrations
 
     settings = get_settings()
     host = host or settings.host
-    port = port or settings.port
+    port = port or (settings.public_port if public else settings.port)
     engine = engines.writer_engine()
     engines.check_connection(engine)
     if migrations.current_revision(engine) != migrations.head_revision():
         raise CityGridError("The schema is not at the newest revision: run `citygrid migrate` first.")
-    console.print(f"CityGrid on http://{host}:{port}")
-    if dev:
-        import app as wsgi_apps
+    if public:
+        from geodata.public_policy import apply_public_policy
 
-        wsgi_apps.server.run(host=host, port=port, debug=False)
+        delay, window, k = apply_public_policy(engine, settings)
+        console.print(f"public policy: {delay} h delay, {window} days, k = {k}")
+    console.print(f"CityGrid{' public' if public else ''} on http://{host}:{port}")
+    wsgi_module = "public_app" if public else "app"
+    if dev:
+        import importlib
+
+        importlib.import_module(wsgi_module).server.run(host=host, port=port, debug=False)
         return
     from gunicorn.app.wsgiapp import run as gunicorn_run
 
@@ -473,7 +482,7 @@ def serve(
         "120",
         "--access-logfile",
         "-",
-        "app:server",
+        f"{wsgi_module}:server",
     ]
     gunicorn_run()
 
