@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from datetime import date
 from typing import Any, ClassVar, Generic, TypeVar
 
 from sqlalchemy import Engine
@@ -26,13 +27,20 @@ class LayerError(CityGridError):
 
 @dataclass(frozen=True)
 class MapView:
-    """What the map shows: the admin unit in view (None: the whole city) and the level drawn inside it."""
+    """What the map shows: the admin unit in view (None: the whole city) and the level drawn inside it, and
+    for layers of cases the report days they count (both inclusive; None: the layer's own default)."""
 
     area_code: str | None = None
+    date_from: date | None = None
+    date_to: date | None = None
 
     def __post_init__(self) -> None:
         if self.area_code is not None and (not self.area_code.isdigit() or not 6 <= len(self.area_code) <= 16):
             raise LayerError(f"area code must be 6-16 digits, not {self.area_code!r}")
+        if (self.date_from is None) != (self.date_to is None):
+            raise LayerError("a view's period needs both its first and its last day")
+        if self.date_from is not None and self.date_to is not None and self.date_to < self.date_from:
+            raise LayerError(f"the period ends ({self.date_to}) before it starts ({self.date_from})")
 
     @property
     def level(self) -> str:
