@@ -24,6 +24,7 @@ from etl.context import LoadContext
 from etl.management import load_management_grids
 from etl.mapping import load_mapping
 from etl.rejects import RejectLog
+from etl.roads import load_roads
 from etl.store import (
     acquire_load_lock,
     bump_data_version,
@@ -32,6 +33,7 @@ from etl.store import (
     start_run,
     store_rejects,
 )
+from etl.tracks import load_tracks, read_gpx
 from geodata import rollups
 from geodata.errors import CityGridError
 from geodata.settings import Settings, get_settings
@@ -45,6 +47,8 @@ LOADERS: dict[str, tuple[Loader, str, str]] = {
     "component": (load_components, "components", "auto"),
     "camera": (load_cameras, "cameras", "auto"),
     "case": (load_cases, "cn_case_export", "table"),
+    "road": (load_roads, "roads", "features"),
+    "track": (load_tracks, "tracks", "auto"),
 }
 #: Loads after which the per-unit asset rollup (components, cameras, coverage) is rebuilt.
 ASSET_KINDS = frozenset({"admin_unit", "management_grid", "component", "camera"})
@@ -100,6 +104,8 @@ def file_sha256(path: Path) -> str:
 def _read(path: Path, options: LoadOptions, how: str):  # type: ignore[no-untyped-def]
     from etl import readers
 
+    if path.suffix.lower() == ".gpx":  # GPS tracks: one row per track point
+        return read_gpx(path)
     if how == "features" or (how == "auto" and path.suffix.lower() not in TABLE_SUFFIXES):
         return readers.read_features(path, layer=options.layer, encoding=options.encoding)
     return readers.read_table(path, encoding=options.encoding, sheet=options.sheet)
