@@ -133,6 +133,19 @@ class Settings(BaseSettings):
         validation_alias=_env("CITYGRID_BIGSCREEN_ROTATION_SECONDS"),
         description="0: no rotation; otherwise rotate through districts every M seconds.",
     )
+    bigscreen_rotate: Literal["districts", "themes"] = Field(
+        "districts",
+        validation_alias=_env("CITYGRID_BIGSCREEN_ROTATE"),
+        description="What the big screen rotates through when rotation is on: districts, or the map's themes "
+        "(case heat, grids needing attention).",
+    )
+    bigscreen_stale_minutes: int = Field(
+        120,
+        ge=1,
+        le=7 * 24 * 60,
+        validation_alias=_env("CITYGRID_BIGSCREEN_STALE_MINUTES"),
+        description="The big screen says its data is stale when no load refreshed the rollups for this long.",
+    )
 
     # --- the public side ----------------------------------------------------------------------------
     public_window_days: int = Field(90, ge=1, le=366, validation_alias=_env("CITYGRID_PUBLIC_WINDOW_DAYS"))
