@@ -253,7 +253,7 @@ def service_definition(conn: Connection, code: str) -> dict[str, Any]:
         {"kind": kind, "code": category},
     ).first()
     if not found:
-        raise Open311Error(f"no service {code}", status=404)
+        raise Open311Error("no such service", status=404)
     return {"service_code": code, "attributes": []}
 
 
@@ -282,7 +282,7 @@ def service_request(conn: Connection, number: str, lang: str = "zh-CN") -> list[
     query = RequestQuery(far, datetime(2200, 1, 1, tzinfo=TIMEZONE), ids=(number,), page_size=10)
     found = service_requests(conn, query, lang)
     if not found:
-        raise Open311Error(f"no public service request {number}", status=404)
+        raise Open311Error("no such public service request", status=404)
     return found
 
 

@@ -33,6 +33,8 @@ DASH_UPDATE: Final = "/_dash-update-component"
 OPEN311_PREFIX: Final = "/open311/"
 #: Paths that cost nothing to serve (bundles, styles; cacheable by the browser): not rate-limited.
 STATIC_PREFIXES: Final = ("/_dash-component-suites/", "/assets/", "/_favicon.ico")
+#: Dash's catch-all (its index on any path) and its hot-reload route: the public app has one page, no dev tools.
+UNROUTED: Final = frozenset({"/<path:path>", "/_reload-hash", "/static/<path:filename>"})
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -102,6 +104,9 @@ def install_guard(server: flask.Flask, settings: Settings, cache: AnswerCache,
     def guard() -> flask.Response | None:
         request = flask.request
         path = request.path
+        rule = request.url_rule.rule if request.url_rule is not None else None
+        if rule in UNROUTED:
+            return error_response(404, "not found")  # one page only: no catch-all, no dev routes
         if not path.startswith(STATIC_PREFIXES):
             count = cache.incr_window(client_key(), 60)
             if count > limit:
