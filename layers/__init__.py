@@ -3,6 +3,9 @@
 Importing the package registers every layer, so ``get_layer(name)`` finds them all.
 """
 
+import layers.crews  # (the tracks' layers register themselves too)
+import layers.patrol_grids
+import layers.road_sweep  # noqa: F401
 from layers import admin_boundaries  # noqa: F401  (registers the layer)
 from layers.base import get_layer, layer_names
 

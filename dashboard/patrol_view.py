@@ -1,0 +1,120 @@
+"""The patrol coverage page's data for one street and day, apart from the page so that tests and the benchmark
+call it without a running app (``dash.register_page`` needs one).
+
+:func:`grid_status_update` is the day slider's callback body: it validates its inputs (a ValueError for
+anything that is not a day or a street code) and reads one day of the rollups for one street.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, timedelta
+from typing import Any
+
+import pandas as pd
+from dash import html
+from sqlalchemy import Engine, text
+
+from dashboard.maps import bounds_of, map_figure
+from geodata.engines import reader_engine
+from geodata.patrol import patrol_shares, unit_names
+from geodata.settings import get_settings
+from layers import get_layer
+from layers.base import MapView
+from layers.i18n import normalise_language, t
+from layers.patrol_grids import status_of
+
+_STREET = re.compile(r"^[0-9]{9}$")
+EPOCH = date(1970, 1, 1)
+GRID_COLUMNS = ("grid_code", "name", "status", "minutes", "visits", "devices", "last_patrolled", "idle_days")
+SHARE_COLUMNS = ("unit", "name", "grids", "patrolled", "share", "flagged")
+
+
+def streets_with_grids(engine: Engine) -> list[tuple[str, str]]:
+    """Streets that have unit grids, for the selector."""
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT s.code, s.name FROM core.admin_unit s WHERE s.level = 'street' AND EXISTS"
+            " (SELECT 1 FROM core.admin_unit g WHERE g.level = 'grid' AND g.code LIKE s.code || '%') ORDER BY s.code"))
+        return [(code, name) for code, name in rows]
+
+
+def busiest_street(engine: Engine, day: date) -> str | None:
+    with engine.connect() as conn:
+        return conn.execute(text(
+            "SELECT left(grid_code, 9) FROM core.grid_patrol_day WHERE day = :d GROUP BY 1 ORDER BY count(*) DESC"
+            " LIMIT 1"), {"d": day}).scalar_one_or_none()
+
+
+def parse_day(value: Any) -> date:
+    """A day from the slider (days since 1970) or the URL (YYYY-MM-DD); ValueError otherwise."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 0 <= value <= 40_000:
+            raise ValueError(f"day out of range: {value}")
+        return EPOCH + timedelta(days=value)
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+        return date.fromisoformat(value)
+    raise ValueError(f"not a day: {value!r}")
+
+
+def parse_street(value: Any) -> str:
+    """A street code (9 digits); ValueError otherwise."""
+    if isinstance(value, str) and _STREET.fullmatch(value):
+        return value
+    raise ValueError(f"not a street code: {value!r}")
+
+
+def grid_status_update(day: Any, street: Any, lang: Any, engine: Engine | None = None
+                       ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]], list[html.Div]]:
+    """The map figure, the grid table, the share table and the tiles for one street and day.
+
+    Raises ValueError for a day or street that is not one (the Dash callback turns that into no update).
+    """
+    engine = engine or reader_engine()
+    lang = normalise_language(lang)
+    the_day, the_street = parse_day(day), parse_street(street)
+    settings = get_settings()
+    layer = get_layer("patrol_grids")
+    data = layer.query(engine, MapView(the_street), day=the_day, idle_days=settings.patrol_idle_days)
+    figure = map_figure(layer.draw(data, lang), settings, bounds_of(data.geojson), height=520)
+    frame = data.status
+    return figure, grid_rows(frame, lang), share_rows(engine, frame, lang), tiles(frame, lang)
+
+
+def grid_rows(frame: pd.DataFrame, lang: str) -> list[dict[str, Any]]:
+    """The per-grid table's rows."""
+    statuses = [t(f"patrol.status.{s}", lang) for s in status_of(frame)]
+    return [{"grid_code": code, "name": name, "status": status, "minutes": float(minutes), "visits": int(visits),
+             "devices": int(devices), "last_patrolled": "" if pd.isna(last) else str(last),
+             "idle_days": "" if pd.isna(idle) else int(idle)}
+            for code, name, status, minutes, visits, devices, last, idle in zip(
+                frame["grid_code"], frame["name"], statuses, frame["minutes"], frame["visits"], frame["devices"],
+                frame["last_patrolled"], frame["idle_days"], strict=True)]
+
+
+def share_rows(engine: Engine, frame: pd.DataFrame, lang: str) -> list[dict[str, Any]]:
+    """Per community, then per management grid: grids, patrolled, share."""
+    parts = [("community", patrol_shares(frame, "community_code").rename(columns={"community_code": "unit"})),
+             ("management_grid",
+              patrol_shares(frame, "management_grid_code").rename(columns={"management_grid_code": "unit"}))]
+    names = unit_names(engine, [u for _, p in parts for u in p["unit"]])
+    rows = []
+    for kind, part in parts:
+        for unit, grids, patrolled, share, flagged in part[["unit", "grids", "patrolled", "share", "flagged"]].itertuples(
+                index=False):
+            rows.append({"unit": unit, "name": f"{names.get(unit, unit)} ({t(f'patrol.unit.{kind}', lang)})",
+                         "grids": int(grids), "patrolled": int(patrolled), "share": f"{share:.0%}",
+                         "flagged": int(flagged)})
+    return rows
+
+
+def tiles(frame: pd.DataFrame, lang: str) -> list[html.Div]:
+    grids = len(frame)
+    patrolled = int(frame["patrolled"].sum())
+    values = [("patrol.tile.grids", f"{grids:,}", "patrol-tile-grids"),
+              ("patrol.tile.patrolled", f"{patrolled:,}", "patrol-tile-patrolled"),
+              ("patrol.tile.share", f"{patrolled / grids:.0%}" if grids else "-", "patrol-tile-share"),
+              ("patrol.tile.flagged", f"{int(frame['flagged'].sum()):,}", "patrol-tile-flagged")]
+    return [html.Div([html.Div(value, className="cg-tile-value", id=tile_id),
+                      html.Div(t(key, lang), className="cg-tile-label")], className="cg-tile")
+            for key, value, tile_id in values]
