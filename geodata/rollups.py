@@ -67,6 +67,8 @@ CHILD_LEVEL: Final = {None: "district", "district": "street", "street": "communi
 _DAY: Final = "(c.reported_at AT TIME ZONE 'Asia/Shanghai')::date"
 _MEASURE_LIST: Final = ", ".join(MEASURES)
 _MEASURE_SQL: Final = ",\n       ".join(f"{expr} AS {name}" for name, expr in MEASURES.items())
+#: refresh_log rows named by this prefix and a month (YYYY-MM) stamp when that month's cases last changed.
+MONTH_STAMP_PREFIX: Final = "case_month:"
 RECURRING_WINDOW_DAYS: Final = 90
 RECURRING_MIN_CASES: Final = 3
 
@@ -134,6 +136,10 @@ def refresh_case_rollups(conn: Connection, first_day: date, last_day: date, run_
     _refresh_recurring(conn)
     seconds = time.perf_counter() - started
     _log(conn, "cases", run_id, seconds)
+    month = p["first_month"]
+    while month < p["month_end"]:  # the facts engine (geodata/facts.py) re-reads only these months
+        _log(conn, f"{MONTH_STAMP_PREFIX}{month:%Y-%m}", run_id, seconds)
+        month = (month + timedelta(days=32)).replace(day=1)
     return seconds
 
 
