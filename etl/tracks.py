@@ -32,12 +32,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import shapely
 from pyproj import Transformer
 from sqlalchemy import Connection, text
 
 from etl import pgcopy
-from etl.bulk import BackgroundWriter, copy_binary, encode_frame
+from etl.bulk import BackgroundWriter, copy_binary
 from etl.cases import MergeCounts, _reject, _to_utc
 from etl.context import LoadContext, coordinates_to_wgs84
 from etl.readers import STRING_DTYPE, RawTable, SourceError
@@ -53,6 +54,8 @@ FIX_WEIGHT_CAP_S = 120
 JUMP_MIN_M = 80.0
 #: Road pieces for the swept share.
 PIECE_M = 20.0
+#: Two fixes farther apart than this are not joined when sampling a sweeping track (a gap, not a sweep).
+SEGMENT_MAX_M = 500.0
 #: A truck within this distance of a facility for at least FACILITY_DWELL_S is visiting it.
 FACILITY_RADIUS_M = 40.0
 FACILITY_DWELL_S = 60
@@ -62,8 +65,10 @@ CASE_RADIUS_M = 50.0
 CASE_WINDOW_S = 15 * 60
 _CLOCK_SKEW = pd.Timedelta(minutes=10)
 _DAY_S = 86400
+_ENCODE_ROWS = 250_000
 _TZ_OFFSET_S = 8 * 3600  # Asia/Shanghai has had no daylight saving since 1991
 
+ROLES: tuple[str, ...] = tuple(TRACK_ROLES)
 FIX_COPY = (("device_id", "text"), ("fix_time", "timestamptz"), ("geom", "point"), ("speed_kmh", "int2"),
             ("source_run_id", "int8"))
 
@@ -129,10 +134,16 @@ def _pseudonym(person_ids: pd.Series) -> pd.Series:
 
 
 def _identify(ctx: LoadContext, work: pd.DataFrame) -> pd.DataFrame:
-    device = work["device_id"] if "device_id" in work else pd.Series(np.nan, index=work.index, dtype=STRING_DTYPE)
-    person = work["person_id"] if "person_id" in work else pd.Series(np.nan, index=work.index, dtype=STRING_DTYPE)
-    key = device.astype("object").where(device.notna(), _pseudonym(person).astype("object"))
-    work = work.assign(device_id=key.astype(STRING_DTYPE))
+    """Device key (the device id, else a pseudonym of the person id) and a known role, or a reject."""
+    if "person_id" in work:
+        missing = work["device_id"].isna() if "device_id" in work else pd.Series(True, index=work.index)
+        if missing.any():
+            device = work["device_id"].astype("object") if "device_id" in work else \
+                pd.Series(None, index=work.index, dtype="object")
+            device[missing] = _pseudonym(work.loc[missing, "person_id"]).astype("object")
+            work = work.assign(device_id=device.astype(STRING_DTYPE))
+    elif "device_id" not in work:
+        work = work.assign(device_id=pd.Series(np.nan, index=work.index, dtype=STRING_DTYPE))
     work = ctx.rejects.reject(work, work["device_id"].isna(), "no device or person id (设备编号/人员编号)", "device_id")
     bad = ~work["device_id"].str.fullmatch(r"[0-9A-Za-z_.:-]+").fillna(False) | (work["device_id"].str.len() > 64)
     work = ctx.rejects.reject(work, bad, "device id must be 1-64 letters, digits or _.:-", "device_id")
@@ -149,7 +160,7 @@ def _parse_times(ctx: LoadContext, work: pd.DataFrame) -> pd.DataFrame:
     raw = work["time"]
     work = _reject(ctx, work, unreadable, lambda m: [f"cannot read time (定位时间) '{v}'" for v in raw[m]], "time")
     parsed = parsed[~unreadable]
-    seconds = parsed[work.index].to_numpy(dtype="datetime64[s]").astype(np.int64)
+    seconds = parsed.to_numpy(dtype="datetime64[s]").astype(np.int64)
     limit = int((ctx.now + _CLOCK_SKEW).timestamp())
     work = work.assign(_t=seconds)
     return ctx.rejects.reject(work, work["_t"] > limit, "time lies in the future (the device's clock is ahead)", "time")
@@ -163,11 +174,33 @@ def _distance_m(lon0: np.ndarray, lat0: np.ndarray, lon1: np.ndarray, lat1: np.n
     return np.hypot(dx, dy)
 
 
+def _inside_city(ctx: LoadContext, work: pd.DataFrame) -> pd.DataFrame:
+    """Fixes outside every district are rejected (one prepared union of the districts: no full locate here)."""
+    districts = ctx.admin_index.levels["district"].tree.geometries
+    city = shapely.union_all(districts) if len(districts) else shapely.Polygon()
+    shapely.prepare(city)
+    inside = shapely.contains_xy(city, work["_lon"].to_numpy(), work["_lat"].to_numpy())
+    return ctx.rejects.reject(work, pd.Series(~inside, index=work.index),
+                              "outside the city: no district contains this fix after conversion to WGS 84", "lon")
+
+
+def _encode(work: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """The validated columns as numbers only, sorted by device, time and row: device codes index ``names``."""
+    device, names = pd.factorize(work["device_id"], sort=True)
+    role = pd.Categorical(work["role"], categories=ROLES).codes.astype(np.int8)
+    speed = pd.to_numeric(work["speed_kmh"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan) \
+        if "speed_kmh" in work else np.full(len(work), np.nan)
+    speed = np.where((speed >= 0) & (speed <= 400), speed, np.nan)
+    numbers = pd.DataFrame({"_row": work["_row"].to_numpy(), "_dev": device.astype(np.int32), "_role": role,
+                            "_t": work["_t"].to_numpy(), "_lon": work["_lon"].to_numpy(),
+                            "_lat": work["_lat"].to_numpy(), "_speed": speed}, index=work.index)
+    order = np.lexsort((numbers["_row"].to_numpy(), numbers["_t"].to_numpy(), numbers["_dev"].to_numpy()))
+    return numbers.iloc[order], np.asarray(names, dtype=object)
+
+
 def _drop_duplicates(ctx: LoadContext, work: pd.DataFrame) -> pd.DataFrame:
     """A device has one place at a time: a second fix at the same second is rejected (the first row stays)."""
-    work = work.sort_values(["device_id", "_t", "_row"], kind="stable")
-    device = work["device_id"].to_numpy()
-    t = work["_t"].to_numpy()
+    device, t = work["_dev"].to_numpy(), work["_t"].to_numpy()
     same = np.zeros(len(work), dtype=bool)
     same[1:] = (device[1:] == device[:-1]) & (t[1:] == t[:-1])
     if not same.any():
@@ -183,13 +216,13 @@ def _drop_jumps(ctx: LoadContext, work: pd.DataFrame) -> pd.DataFrame:
     A spike is too fast both from the previous fix and to the next (a device's first or last fix: on its one
     side).  Repeated a few times, so that a spike next to a spike is found once its neighbour is gone.
     """
+    role_limit = np.array([TRACK_ROLE_MAX_KMH[r] for r in ROLES])
     for _ in range(3):
-        n = len(work)
-        if n < 2:
+        if len(work) < 2:
             return work
-        device = work["device_id"].to_numpy()
+        device = work["_dev"].to_numpy()
         lon, lat, t = work["_lon"].to_numpy(), work["_lat"].to_numpy(), work["_t"].to_numpy()
-        limit = work["role"].map(TRACK_ROLE_MAX_KMH).to_numpy(dtype=np.float64)
+        limit = role_limit[work["_role"].to_numpy()]
         same = device[1:] == device[:-1]
         dist = _distance_m(lon[:-1], lat[:-1], lon[1:], lat[1:])
         kmh = dist / np.maximum(t[1:] - t[:-1], 1) * 3.6
@@ -202,22 +235,29 @@ def _drop_jumps(ctx: LoadContext, work: pd.DataFrame) -> pd.DataFrame:
         if not spike.any():
             return work
         speed = np.where(into, np.concatenate([[0.0], kmh]), np.concatenate([kmh, [0.0]]))
-        roles = work["role"].to_numpy()
+        roles = np.array(ROLES, dtype=object)[work["_role"].to_numpy()]
         work = _reject(ctx, work, spike, lambda m, speed=speed, roles=roles, limit=limit: [  # type: ignore[misc]
             f"jump: {v:.0f} km/h from the fix before or after, faster than a {r} can move (at most {x:.0f} km/h)"
             for v, r, x in zip(speed[m], roles[m], limit[m], strict=True)], "lon")
     return work
 
 
-def _check_roles(ctx: LoadContext, work: pd.DataFrame) -> pd.DataFrame:
+def _check_roles(ctx: LoadContext, work: pd.DataFrame, names: np.ndarray) -> pd.DataFrame:
     """One role per device: the store's if it knows the device, else the device's first row's in this file."""
     known = dict(ctx.conn.execute(text("SELECT device_id, role FROM core.device WHERE device_id = ANY(:ids)"),
-                                  {"ids": list(work["device_id"].unique())}).all())
-    first = work.sort_values("_row").drop_duplicates("device_id").set_index("device_id")["role"]
-    expected = work["device_id"].map({**first.to_dict(), **known}).to_numpy(dtype=object)
-    role, device = work["role"].to_numpy(dtype=object), work["device_id"].to_numpy(dtype=object)
+                                  {"ids": list(names)}).all())
+    device, role = work["_dev"].to_numpy(), work["_role"].to_numpy()
+    first = pd.Series(role).groupby(device).first()
+    expected_by_code = np.full(len(names), -1, dtype=np.int8)
+    expected_by_code[first.index.to_numpy()] = first.to_numpy()
+    for code, name in enumerate(names):
+        if name in known:
+            expected_by_code[code] = ROLES.index(known[name])
+    expected = expected_by_code[device]
+    role_names = np.array(ROLES, dtype=object)
     return _reject(ctx, work, role != expected, lambda m: [
-        f"device {d} is a {e}, not a {r}" for d, e, r in zip(device[m], expected[m], role[m], strict=True)], "role")
+        f"device {d} is a {e}, not a {r}" for d, e, r in
+        zip(names[device[m]], role_names[expected[m]], role_names[role[m]], strict=True)], "role")
 
 
 # --- the load -----------------------------------------------------------------------------------------------
@@ -225,15 +265,19 @@ def _check_roles(ctx: LoadContext, work: pd.DataFrame) -> pd.DataFrame:
 
 @dataclass
 class Fixes:
-    """Fixes of the device-days a load touches, sorted by device and time, as numpy arrays."""
+    """Fixes of the device-days a load touches, sorted by device and time, as numpy arrays.
 
-    device: np.ndarray  # object: device ids
-    role: np.ndarray  # object
+    Devices are codes into ``names`` and roles codes into :data:`ROLES`: a few million fixes carry no
+    Python string each.
+    """
+
+    device: np.ndarray  # int32 codes into names
+    names: np.ndarray  # object: device ids
+    role: np.ndarray  # int8 codes into ROLES
     t: np.ndarray  # int64 seconds since 1970 (UTC)
     lon: np.ndarray
     lat: np.ndarray
     speed: np.ndarray  # float64 km/h, NaN when unknown
-    grid: np.ndarray  # object: unit grid code, None off the grids
 
     def __len__(self) -> int:
         return len(self.t)
@@ -244,8 +288,11 @@ class Fixes:
         return (self.t + _TZ_OFFSET_S) // _DAY_S
 
     def take(self, index: np.ndarray) -> Fixes:
-        return Fixes(self.device[index], self.role[index], self.t[index], self.lon[index], self.lat[index],
-                     self.speed[index], self.grid[index])
+        return Fixes(self.device[index], self.names, self.role[index], self.t[index], self.lon[index],
+                     self.lat[index], self.speed[index])
+
+    def is_role(self, role: str) -> np.ndarray:
+        return self.role == ROLES.index(role)
 
 
 def load_tracks(ctx: LoadContext, frame: pd.DataFrame) -> MergeCounts:
@@ -257,18 +304,17 @@ def load_tracks(ctx: LoadContext, frame: pd.DataFrame) -> MergeCounts:
     work, lon, lat = coordinates_to_wgs84(ctx, work)
     work = work.assign(_lon=lon, _lat=lat)
     work = _inside_city(ctx, work)
-    work = _drop_duplicates(ctx, work)
-    work = _drop_jumps(ctx, work)
-    work = _check_roles(ctx, work)
-    speed = pd.to_numeric(work["speed_kmh"], errors="coerce") if "speed_kmh" in work else \
-        pd.Series(np.nan, index=work.index)
-    speed = speed.where((speed >= 0) & (speed <= 400)).to_numpy(dtype=np.float64)
-    incoming = Fixes(work["device_id"].to_numpy(dtype=object), work["role"].to_numpy(dtype=object),
-                     work["_t"].to_numpy(), work["_lon"].to_numpy(), work["_lat"].to_numpy(), speed,
-                     work["_grid"].to_numpy(dtype=object))
+    people = _people(work)
+    numbers, names = _encode(work)
+    del work
+    numbers = _drop_duplicates(ctx, numbers)
+    numbers = _drop_jumps(ctx, numbers)
+    numbers = _check_roles(ctx, numbers, names)
+    incoming = Fixes(numbers["_dev"].to_numpy(), names, numbers["_role"].to_numpy(), numbers["_t"].to_numpy(),
+                     numbers["_lon"].to_numpy(), numbers["_lat"].to_numpy(), numbers["_speed"].to_numpy())
     stored, new_mask = _already_stored(ctx, incoming)
     new = incoming.take(np.flatnonzero(new_mask))
-    _upsert_devices(ctx, incoming, _people(work))
+    _upsert_devices(ctx, incoming, people)
     everything = _combine(incoming, stored)
     lookups = Lookups.read(ctx, everything)
     writer = BackgroundWriter(ctx.conn)
@@ -279,19 +325,8 @@ def load_tracks(ctx: LoadContext, frame: pd.DataFrame) -> MergeCounts:
     except BaseException:
         writer.abort()
         raise
-    write_rollups(ctx, rollups, everything)
+    write_rollups(ctx, rollups)
     return MergeCounts(new=len(new), updated=0, unchanged=len(incoming) - len(new))
-
-
-def _inside_city(ctx: LoadContext, work: pd.DataFrame) -> pd.DataFrame:
-    """Fixes outside every district are rejected; the others keep their unit grid (None off the grids)."""
-    from etl.locate import locate_points
-
-    units = locate_points(ctx.admin_index, work["_lon"].to_numpy(), work["_lat"].to_numpy())
-    outside = units["district_code"].isna().to_numpy()
-    work = work.assign(_grid=units["grid_code"].to_numpy())
-    return ctx.rejects.reject(work, pd.Series(outside, index=work.index),
-                              "outside the city: no district contains this fix after conversion to WGS 84", "lon")
 
 
 def _people(work: pd.DataFrame) -> pd.DataFrame | None:
@@ -304,57 +339,48 @@ def _people(work: pd.DataFrame) -> pd.DataFrame | None:
 
 def _already_stored(ctx: LoadContext, fixes: Fixes) -> tuple[Fixes, np.ndarray]:
     """The stored fixes of the device-days in ``fixes``, and which of ``fixes`` are not stored yet."""
-    from etl.locate import locate_points
-
     conn = ctx.conn
+    empty = Fixes(np.empty(0, np.int32), fixes.names, np.empty(0, np.int8), np.empty(0, np.int64),
+                  np.empty(0), np.empty(0), np.empty(0))
+    if not len(fixes):
+        return empty, np.ones(0, dtype=bool)
     days = np.unique(fixes.day)
-    pairs = pd.DataFrame({"device_id": fixes.device, "day": fixes.day}).drop_duplicates()
     known = pd.DataFrame(conn.execute(text(
         "SELECT device_id, day - DATE '1970-01-01' AS day FROM core.track_day"
         " WHERE day = ANY(CAST(:days AS date[])) AND device_id = ANY(:ids)"),
-        {"days": [str(np.datetime64(int(d), "D")) for d in days], "ids": list(pairs["device_id"].unique())}).all(),
+        {"days": [str(np.datetime64(int(d), "D")) for d in days], "ids": list(fixes.names)}).all(),
         columns=["device_id", "day"])
-    empty = Fixes(*(np.empty(0, dtype=d) for d in (object, object, np.int64, float, float, float, object)))
     if known.empty:
         return empty, np.ones(len(fixes), dtype=bool)
-    known = known.merge(pairs, on=["device_id", "day"])
     parts = []
     for day, group in known.groupby("day"):
         start = int(day) * _DAY_S - _TZ_OFFSET_S
-        rows = conn.execute(text(
+        parts.extend(conn.execute(text(
             "SELECT f.device_id, d.role, extract(epoch FROM f.fix_time)::bigint, ST_X(f.geom), ST_Y(f.geom),"
             " f.speed_kmh FROM core.track_fix f JOIN core.device d USING (device_id)"
             " WHERE f.fix_time >= to_timestamp(:lo) AND f.fix_time < to_timestamp(:hi) AND f.device_id = ANY(:ids)"),
-            {"lo": start, "hi": start + _DAY_S, "ids": list(group["device_id"])}).all()
-        parts.extend(rows)
+            {"lo": start, "hi": start + _DAY_S, "ids": list(group["device_id"])}).all())
     if not parts:
         return empty, np.ones(len(fixes), dtype=bool)
     columns = list(zip(*parts, strict=True))
-    lon, lat = np.array(columns[3], dtype=float), np.array(columns[4], dtype=float)
-    stored = Fixes(np.array(columns[0], dtype=object), np.array(columns[1], dtype=object),
-                   np.array(columns[2], dtype=np.int64), lon, lat,
-                   np.array([np.nan if v is None else v for v in columns[5]], float),
-                   locate_points(ctx.admin_index, lon, lat)["grid_code"].to_numpy())
-    key = pd.MultiIndex.from_arrays([stored.device, stored.t])
-    new = ~pd.MultiIndex.from_arrays([fixes.device, fixes.t]).isin(key)
-    return stored, np.asarray(new)
+    codes = pd.Index(fixes.names).get_indexer(np.array(columns[0], dtype=object)).astype(np.int32)
+    stored = Fixes(codes, fixes.names, np.array([ROLES.index(r) for r in columns[1]], dtype=np.int8),
+                   np.array(columns[2], dtype=np.int64), np.array(columns[3], dtype=float),
+                   np.array(columns[4], dtype=float), np.array([np.nan if v is None else v for v in columns[5]], float))
+    stored_keys = stored.device.astype(np.int64) * (1 << 40) + stored.t
+    new = ~np.isin(fixes.device.astype(np.int64) * (1 << 40) + fixes.t, stored_keys)
+    return stored, new
 
 
 def _combine(incoming: Fixes, stored: Fixes) -> Fixes:
     """Incoming and stored fixes of the touched device-days, each fix once, sorted by device and time."""
     if not len(stored):
         return incoming
-    merged = pd.DataFrame({"device": np.concatenate([stored.device, incoming.device]),
-                           "role": np.concatenate([stored.role, incoming.role]),
-                           "t": np.concatenate([stored.t, incoming.t]),
-                           "lon": np.concatenate([stored.lon, incoming.lon]),
-                           "lat": np.concatenate([stored.lat, incoming.lat]),
-                           "speed": np.concatenate([stored.speed, incoming.speed]),
-                           "grid": np.concatenate([stored.grid, incoming.grid])})
-    merged = merged.drop_duplicates(["device", "t"]).sort_values(["device", "t"], kind="stable")
-    return Fixes(merged["device"].to_numpy(dtype=object), merged["role"].to_numpy(dtype=object),
-                 merged["t"].to_numpy(), merged["lon"].to_numpy(), merged["lat"].to_numpy(),
-                 merged["speed"].to_numpy(), merged["grid"].to_numpy(dtype=object))
+    both = Fixes(*(np.concatenate([getattr(stored, f), getattr(incoming, f)]) if f != "names" else incoming.names
+                   for f in ("device", "names", "role", "t", "lon", "lat", "speed")))
+    key = both.device.astype(np.int64) * (1 << 40) + both.t
+    _, first = np.unique(key, return_index=True)  # sorted by key = by device, then time
+    return both.take(first)
 
 
 def _upsert_devices(ctx: LoadContext, fixes: Fixes, people: pd.DataFrame | None) -> None:
@@ -364,12 +390,11 @@ def _upsert_devices(ctx: LoadContext, fixes: Fixes, people: pd.DataFrame | None)
     if not len(fixes):
         return
     last = np.flatnonzero(np.concatenate([fixes.device[1:] != fixes.device[:-1], [True]]))
-    first_t = pd.Series(fixes.t).groupby(fixes.device).min()
+    first = np.flatnonzero(np.concatenate([[True], fixes.device[1:] != fixes.device[:-1]]))
     units = locate_points(ctx.admin_index, fixes.lon[last], fixes.lat[last])
     frame = pd.DataFrame({
-        "device_id": fixes.device[last], "role": fixes.role[last],
-        "first_seen_at": _iso(first_t.reindex(fixes.device[last]).to_numpy()),
-        "last_seen_at": _iso(fixes.t[last]),
+        "device_id": fixes.names[fixes.device[last]], "role": np.array(ROLES, dtype=object)[fixes.role[last]],
+        "first_seen_at": _iso(fixes.t[first]), "last_seen_at": _iso(fixes.t[last]),
         "lon": fixes.lon[last], "lat": fixes.lat[last],
         "last_grid_code": units["grid_code"].to_numpy(), "last_street_code": units["street_code"].to_numpy(),
         "source_run_id": ctx.run_id,
@@ -389,6 +414,8 @@ def _upsert_devices(ctx: LoadContext, fixes: Fixes, people: pd.DataFrame | None)
         " ELSE d.last_grid_code END,"
         " last_street_code = CASE WHEN EXCLUDED.last_seen_at > d.last_seen_at THEN EXCLUDED.last_street_code"
         " ELSE d.last_street_code END"))
+    if people is not None:
+        people = people[people["device_id"].isin(set(frame["device_id"]))]
     if people is not None and len(people):
         columns = [c for c in ("person_id", "name", "team") if c in people]
         _stage(ctx.conn, "_worker_in", people[["device_id", *columns]].astype("object").where(people.notna(), None))
@@ -431,16 +458,22 @@ def _write_fixes(ctx: LoadContext, writer: BackgroundWriter, fixes: Fixes) -> No
     existing = set(ctx.conn.execute(text(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
         " WHERE i.inhparent = 'core.track_fix'::regclass")).scalars())
+    names = pa.array(fixes.names, type=pa.string())
     order = np.argsort(days, kind="stable")
     bounds = np.flatnonzero(np.diff(days[order])) + 1
     for index in np.split(order, bounds):
         day = int(days[index[0]])
-        part = fixes.take(index)
-        frame = pd.DataFrame({"device_id": part.device, "fix_time": pd.to_datetime(part.t, unit="s", utc=True),
-                              "speed_kmh": pd.array(np.round(part.speed), dtype="Int64")})
-        frame["speed_kmh"] = frame["speed_kmh"].astype("Int16")
-        encoded = encode_frame(FIX_COPY, frame.assign(source_run_id=ctx.run_id),
-                               extra={"geom": (part.lon, part.lat, 4326)})
+        encoded = []
+        for start in range(0, len(index), _ENCODE_ROWS):
+            rows = index[start:start + _ENCODE_ROWS]
+            speed = pd.Series(np.round(fixes.speed[rows])).astype("Int16")
+            encoded.append(pgcopy.encode([
+                ("device_id", "text", names.take(pa.array(fixes.device[rows]))),
+                ("fix_time", "timestamptz", pd.Series(fixes.t[rows].astype("datetime64[s]"))),
+                ("geom", "point", (fixes.lon[rows], fixes.lat[rows], 4326)),
+                ("speed_kmh", "int2", speed),
+                ("source_run_id", "int8", np.full(len(rows), ctx.run_id, dtype=np.int64)),
+            ], len(rows)))
         name = _day_name(day)
         writer.submit(_fresh_day_job(name, day, encoded) if name not in existing else
                       (lambda driver, encoded=encoded: copy_binary(driver, "core.track_fix", encoded)))
@@ -514,6 +547,8 @@ class Lookups:
 
 def compute_rollups(ctx: LoadContext, fixes: Fixes, lookups: Lookups) -> Rollups:
     """Daily lines, grid visits, swept road pieces, facility stops and case checks of ``fixes`` (no writes)."""
+    from etl.locate import locate_points
+
     if not len(fixes):
         empty = pd.DataFrame()
         return Rollups([], empty, empty, empty, empty, empty)
@@ -532,21 +567,24 @@ def compute_rollups(ctx: LoadContext, fixes: Fixes, lookups: Lookups) -> Rollups
     keep = np.repeat(counts >= 2, counts)
     if keep.any():
         shapely.linestrings(fixes.lon[keep], fixes.lat[keep], indices=group[keep], out=lines)
-        lines = shapely.simplify(lines, 0.00001)  # about 1 m: the line drawn, not the distance measured
+        # About 2 m: the line drawn, not the distance measured (that is summed from every fix above).
+        lines = shapely.simplify(lines, 0.00002, preserve_topology=False)
     device_days = pd.DataFrame({
-        "device_id": fixes.device[starts], "day": _day_text(day[starts]), "role": fixes.role[starts],
-        "geom": [None if g is None else shapely.to_wkb(g, hex=True) for g in lines],
+        "device_id": fixes.names[fixes.device[starts]], "day": _day_text(day[starts]),
+        "role": np.array(ROLES, dtype=object)[fixes.role[starts]],
+        "geom": shapely.to_wkb(lines, hex=True),
         "length_m": np.round(np.add.reduceat(step, starts), 1), "first_at": _iso(fixes.t[starts]),
         "last_at": _iso(fixes.t[ends]), "fix_count": counts, "source_run_id": ctx.run_id,
     })
     weight = np.where(next_same, np.minimum(dt_next, FIX_WEIGHT_CAP_S), 0)
-    patrol = np.flatnonzero(fixes.role == "patroller")
-    grid_visits = _grid_visits(fixes.grid[patrol], fixes.take(patrol), group[patrol], weight[patrol], day[patrol])
-    crews = np.flatnonzero(fixes.role != "patroller")
+    patrol = np.flatnonzero(fixes.is_role("patroller"))
+    grid = locate_points(ctx.admin_index, fixes.lon[patrol], fixes.lat[patrol])["grid_code"].to_numpy()
+    grid_visits = _grid_visits(grid, fixes.take(patrol), group[patrol], weight[patrol], day[patrol])
+    crews = np.flatnonzero(~fixes.is_role("patroller"))
     road_sweeps = _road_sweeps(ctx, lookups.pieces, x, y, fixes, moving, day, crews)
-    trucks = np.flatnonzero(fixes.role == "truck")
-    facility_visits = _facility_visits(ctx, lookups.facilities, fixes.take(trucks), x[trucks], y[trucks],
-                                       group[trucks], day[trucks])
+    trucks = np.flatnonzero(fixes.is_role("truck"))
+    facility_visits = _facility_visits(lookups.facilities, ctx.settings.metric_crs, fixes.take(trucks), x[trucks],
+                                       y[trucks], group[trucks], day[trucks])
     case_checks = _case_checks(ctx, lookups.cases, fixes, x, y)
     return Rollups(sorted({str(d) for d in device_days["day"]}), device_days, grid_visits, road_sweeps,
                    facility_visits, case_checks)
@@ -573,7 +611,8 @@ def _grid_visits(grid: np.ndarray, fixes: Fixes, group: np.ndarray, weight: np.n
         visits=("start", "sum"), seconds=("weight", "sum"), first=("t", "min"), last=("t", "max"),
         device=("device", "first"), day=("day", "first")).reset_index()
     return pd.DataFrame({"day": _day_text(summary["day"].to_numpy()), "grid_code": summary["grid"],
-                         "device_id": summary["device"], "visits": summary["visits"].clip(lower=1),
+                         "device_id": fixes.names[summary["device"].to_numpy()],
+                         "visits": summary["visits"].clip(lower=1),
                          "minutes": np.round(summary["seconds"].to_numpy() / 60, 2),
                          "first_at": _iso(summary["first"].to_numpy()), "last_at": _iso(summary["last"].to_numpy())})
 
@@ -601,32 +640,73 @@ def road_pieces(conn: Connection, metric_crs: int) -> pd.DataFrame:
     return frame
 
 
+def _near_mask(px: np.ndarray, py: np.ndarray, x: np.ndarray, y: np.ndarray, reach: float) -> np.ndarray:
+    """Which (x, y) may lie within ``reach`` of some (px, py): a raster of cells of ``reach`` metres, dilated by one.
+
+    A cheap filter before the exact distance test: most of a fleet's fixes lie nowhere near a road piece
+    in a given cell, and are dropped with one array lookup each.
+    """
+    x0, y0 = px.min() - 2 * reach, py.min() - 2 * reach
+    width = int((px.max() - x0) // reach) + 3
+    height = int((py.max() - y0) // reach) + 3
+    raster = np.zeros((width, height), dtype=bool)
+    ix, iy = ((px - x0) // reach).astype(np.int64), ((py - y0) // reach).astype(np.int64)
+    for dx in (-1, 0, 1):
+        for dy in (-1, 0, 1):
+            raster[ix + dx, iy + dy] = True
+    cx, cy = np.floor((x - x0) / reach), np.floor((y - y0) / reach)
+    inside = (cx >= 0) & (cx < width) & (cy >= 0) & (cy < height)
+    out = np.zeros(len(x), dtype=bool)
+    out[inside] = raster[cx[inside].astype(np.int64), cy[inside].astype(np.int64)]
+    return out
+
+
 def _road_sweeps(ctx: LoadContext, pieces: pd.DataFrame, x: np.ndarray, y: np.ndarray, fixes: Fixes,
                  moving: np.ndarray, day: np.ndarray, crews: np.ndarray) -> pd.DataFrame:
-    """Per day and road: the pieces a cleaner's or truck's track passed within the tolerance, and by whom."""
+    """Per day and road: the pieces a cleaner's or truck's track passed within the tolerance, and by whom.
+
+    The track is sampled every few metres (a truck's fixes 10 s apart are 80 m apart, so points are added
+    between them); a piece counts as swept where a sample lies within the tolerance of its midpoint.  A
+    track crossing a road touches one or two of its ~20 m pieces; one along it, all of them.
+    """
     columns = ["day", "road_id", "pieces", "swept_pieces", "swept_by"]
-    seg = crews[moving[crews]]
-    if pieces.empty or not len(seg):
+    tolerance = ctx.settings.sweep_tolerance_m
+    if pieces.empty or not len(crews):
         return pd.DataFrame(columns=columns)
-    coords = np.stack([np.column_stack([x[seg], y[seg]]), np.column_stack([x[seg + 1], y[seg + 1]])], axis=1)
-    segments = shapely.linestrings(coords)
-    tree = shapely.STRtree(shapely.points(pieces["x"].to_numpy(), pieces["y"].to_numpy()))
-    which, piece = tree.query(segments, predicate="dwithin", distance=ctx.settings.sweep_tolerance_m)
+    spacing = tolerance / 2
+    seg = crews[moving[crews]]
+    length = np.hypot(x[seg + 1] - x[seg], y[seg + 1] - y[seg])
+    extra = np.minimum(np.floor(length / spacing), 200).astype(np.int64)  # a long gap is not swept in between
+    extra[length > SEGMENT_MAX_M] = 0
+    owner = np.repeat(seg, extra)
+    fraction = (np.arange(extra.sum()) - np.repeat(np.cumsum(extra) - extra, extra) + 1) / np.repeat(extra + 1, extra)
+    sx = np.concatenate([x[crews], x[owner] + fraction * (x[owner + 1] - x[owner])])
+    sy = np.concatenate([y[crews], y[owner] + fraction * (y[owner + 1] - y[owner])])
+    source = np.concatenate([crews, owner])
+    px, py = pieces["x"].to_numpy(), pieces["y"].to_numpy()
+    near = _near_mask(px, py, sx, sy, tolerance)
+    sx, sy, source = sx[near], sy[near], source[near]
+    if not len(source):
+        return pd.DataFrame(columns=columns)
+    tree = shapely.STRtree(shapely.points(px, py))
+    which, piece = tree.query(shapely.points(sx, sy), predicate="dwithin", distance=tolerance)
     if not len(which):
         return pd.DataFrame(columns=columns)
-    hits = pd.DataFrame({"day": day[seg[which]], "device": fixes.device[seg[which]],
-                         "road_id": pieces["road_id"].to_numpy()[piece], "piece": pieces["piece"].to_numpy()[piece],
-                         "pieces": pieces["pieces"].to_numpy()[piece]})
+    hits = pd.DataFrame({"day": day[source[which]], "device": fixes.device[source[which]], "piece_row": piece})
+    hits = hits.drop_duplicates()
+    hits["road_id"] = pieces["road_id"].to_numpy()[hits["piece_row"]]
+    hits["piece"] = pieces["piece"].to_numpy()[hits["piece_row"]]
+    hits["pieces"] = pieces["pieces"].to_numpy()[hits["piece_row"]]
     by_road = hits.groupby(["day", "road_id"]).agg(
         pieces=("pieces", "first"), swept=("piece", lambda v: sorted(set(v))),
         by=("device", lambda v: sorted(set(v)))).reset_index()
     return pd.DataFrame({"day": _day_text(by_road["day"].to_numpy()), "road_id": by_road["road_id"],
                          "pieces": by_road["pieces"],
                          "swept_pieces": ["{" + ",".join(map(str, v)) + "}" for v in by_road["swept"]],
-                         "swept_by": ["{" + ",".join(v) + "}" for v in by_road["by"]]})
+                         "swept_by": ["{" + ",".join(fixes.names[v]) + "}" for v in by_road["by"]]})
 
 
-def _facility_visits(ctx: LoadContext, rows: list[Any], trucks: Fixes, x: np.ndarray, y: np.ndarray,
+def _facility_visits(rows: list[Any], metric_crs: int, trucks: Fixes, x: np.ndarray, y: np.ndarray,
                      group: np.ndarray, day: np.ndarray) -> pd.DataFrame:
     """Trucks staying at least :data:`FACILITY_DWELL_S` within :data:`FACILITY_RADIUS_M` of a facility."""
     columns = ["device_id", "arrived_at", "left_at", "component_code", "facility_kind", "day", "minutes"]
@@ -634,11 +714,13 @@ def _facility_visits(ctx: LoadContext, rows: list[Any], trucks: Fixes, x: np.nda
         return pd.DataFrame(columns=columns)
     codes = np.array([r[0] for r in rows], dtype=object)
     kinds = np.array([FACILITY_KINDS[r[1]] for r in rows], dtype=object)
-    fx, fy = _metric(ctx.settings.metric_crs, np.array([r[2] for r in rows]), np.array([r[3] for r in rows]))
+    fx, fy = _metric(metric_crs, np.array([r[2] for r in rows]), np.array([r[3] for r in rows]))
     tree = shapely.STRtree(shapely.points(fx, fy))
-    near, facility = tree.query(shapely.points(x, y), predicate="dwithin", distance=FACILITY_RADIUS_M)
+    candidates = np.flatnonzero(_near_mask(fx, fy, x, y, FACILITY_RADIUS_M))
+    near, facility = tree.query(shapely.points(x[candidates], y[candidates]), predicate="dwithin",
+                                distance=FACILITY_RADIUS_M)
     at = np.full(len(trucks), -1, dtype=np.int64)
-    at[near[::-1]] = facility[::-1]  # the first facility listed for a fix wins
+    at[candidates[near[::-1]]] = facility[::-1]  # the first facility listed for a fix wins
     present = at >= 0
     if not present.any():
         return pd.DataFrame(columns=columns)
@@ -649,7 +731,8 @@ def _facility_visits(ctx: LoadContext, rows: list[Any], trucks: Fixes, x: np.nda
     visits = frame.groupby("run").agg(at=("at", "first"), arrived=("t", "min"), left=("t", "max"),
                                       device=("device", "first"), day=("day", "first"))
     visits = visits[(visits["left"] - visits["arrived"]) >= FACILITY_DWELL_S]
-    return pd.DataFrame({"device_id": visits["device"], "arrived_at": _iso(visits["arrived"].to_numpy()),
+    return pd.DataFrame({"device_id": trucks.names[visits["device"].to_numpy()],
+                         "arrived_at": _iso(visits["arrived"].to_numpy()),
                          "left_at": _iso(visits["left"].to_numpy()),
                          "component_code": codes[visits["at"].to_numpy()],
                          "facility_kind": kinds[visits["at"].to_numpy()],
@@ -666,19 +749,15 @@ def _case_checks(ctx: LoadContext, rows: list[Any], fixes: Fixes, x: np.ndarray,
     cases = pd.DataFrame(rows, columns=["case_number", "reported_at", "channel", "reported", "dispatched", "lon",
                                         "lat"])
     cx, cy = _metric(ctx.settings.metric_crs, cases["lon"].to_numpy(float), cases["lat"].to_numpy(float))
-    # Coarse cells first: only fixes in a cell next to a case's are measured.
-    cell = CASE_RADIUS_M
-    case_keys = {(int(a) + i) * 1_000_003 + (int(b) + j)
-                 for a, b in zip(cx // cell, cy // cell, strict=True) for i in (-1, 0, 1) for j in (-1, 0, 1)}
-    fix_keys = (x // cell).astype(np.int64) * 1_000_003 + (y // cell).astype(np.int64)
-    candidates = np.flatnonzero(np.isin(fix_keys, np.fromiter(case_keys, dtype=np.int64)))
+    candidates = np.flatnonzero(_near_mask(cx, cy, x, y, CASE_RADIUS_M))
     tree = shapely.STRtree(shapely.points(cx, cy))
     near, case = tree.query(shapely.points(x[candidates], y[candidates]), predicate="dwithin", distance=CASE_RADIUS_M)
     fix = candidates[near]
-    pairs = pd.DataFrame({"case": case, "t": fixes.t[fix], "role": fixes.role[fix], "device": fixes.device[fix]})
+    pairs = pd.DataFrame({"case": case, "t": fixes.t[fix], "patroller": fixes.is_role("patroller")[fix],
+                          "device": fixes.device[fix]})
     reported = cases["reported"].to_numpy()[pairs["case"]]
     dispatched = cases["dispatched"].to_numpy(dtype=float)[pairs["case"]]
-    present = pairs[(pairs["role"] == "patroller") & (np.abs(pairs["t"] - reported) <= CASE_WINDOW_S)]["case"]
+    present = pairs[pairs["patroller"] & (np.abs(pairs["t"] - reported) <= CASE_WINDOW_S)]["case"]
     arrivals = pairs[pairs["t"].to_numpy() >= dispatched].sort_values("t").drop_duplicates("case").set_index("case")
     patrol = (cases["channel"] == "patrol").to_numpy()
     out = pd.DataFrame({
@@ -689,12 +768,13 @@ def _case_checks(ctx: LoadContext, rows: list[Any], fixes: Fixes, x: np.ndarray,
     })
     first = arrivals["t"].reindex(np.arange(len(cases)))
     out["first_crew_fix_at"] = [None if pd.isna(v) else _iso([int(v)])[0] for v in first]
-    out["crew_device_id"] = arrivals["device"].reindex(np.arange(len(cases))).to_numpy()
+    device = arrivals["device"].reindex(np.arange(len(cases))).to_numpy()
+    out["crew_device_id"] = [None if pd.isna(d) else fixes.names[int(d)] for d in device]
     out["arrival_minutes"] = np.round((first.to_numpy() - cases["dispatched"].to_numpy(dtype=float)) / 60, 1)
     return out[columns]
 
 
-def write_rollups(ctx: LoadContext, rollups: Rollups, fixes: Fixes) -> None:
+def write_rollups(ctx: LoadContext, rollups: Rollups) -> None:
     """Replace the touched device-days' rollups and rebuild the touched days' per-grid totals."""
     conn = ctx.conn
     days = rollups.days

@@ -107,12 +107,13 @@ def _final(cases: dict[str, pd.DataFrame]) -> pd.DataFrame:
 def test_manifest_lists_every_file_in_load_order(small: tuple[Path, dict[str, Any]]) -> None:
     out, manifest = small
     kinds = [f["kind"] for f in manifest["files"]]
-    assert kinds == ["admin_unit"] * 4 + ["component"] * 3 + ["camera"] + ["case"] * 13  # 12 months + updates
+    assert kinds == ["admin_unit"] * 4 + ["component"] * 3 + ["camera"] + ["case"] * 13 + ["road"] + ["track"] * 14  # 12 months + updates
     assert [f.get("layer") for f in manifest["files"][1:3]] == ["streets", "communities"]
     assert [f["crs"] for f in manifest["files"][:6]] == ["GCJ02", "EPSG:4490", "EPSG:4490", "EPSG:4548",
                                                          "EPSG:4490", "EPSG:4490"]
     assert manifest["files"][7]["crs"] == "GCJ02"  # cameras picked on an Amap map
     case_files = manifest["files"][8:]
+    case_files = [f for f in case_files if f["kind"] == "case"]  # the roads and 7 days of tracks follow
     assert {f["encoding"] for f in case_files} == {"gbk", "utf-8-sig", None}  # None: XLSX
     assert case_files[0]["path"].endswith(".xlsx") and case_files[0]["crs"] == "GCJ02"
     assert case_files[-1]["path"].startswith("cases/case_updates_")
@@ -373,7 +374,8 @@ def test_demo_loads_through_the_etl_with_no_rejects(loaded) -> None:  # type: ig
         assert result.rows_read == entry["rows"] == result.rows_stored + result.rows_rejected
     assert report.rows_rejected <= report.rows_read // 1000
     assert all(r.rows_rejected == 0 for r in report.results if r.kind != "case")
-    assert report.results[-1].rows_updated == counts["case_updates"], "updates move stored cases on"
+    updates = [r for r in report.results if r.kind == "case"][-1]
+    assert updates.rows_updated == counts["case_updates"], "updates move stored cases on"
     assert manifest_matches(report.out_dir, "demo", SEED)
     with engine.connect() as conn:
         levels = dict(conn.execute(text("SELECT level, count(*) FROM core.admin_unit GROUP BY level")).all())

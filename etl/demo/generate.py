@@ -1697,6 +1697,10 @@ def generate(out_dir: Path, size: Size | SizeSpec = "demo", *, seed: int = 20251
         emit(entry)
     setting = case_setting(city, ground, places, components, cameras, spec, seed, reference)
     files += _write_cases(out_dir, setting, spec, say, emit)
+    say("roads and a week of patrol and sanitation tracks")
+    from etl.demo.tracks import write_tracks  # imported here: it builds on this module's helpers
+
+    files += write_tracks(out_dir, city, ground, components, seed, reference, emit)
     case_files = [f for f in files if f["kind"] == "case"]
     manifest = {
         "format": MANIFEST_FORMAT,
