@@ -73,8 +73,18 @@ def _fmt(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
 
 
+_BUILT: dict[str, Secrets] = {}
+
+
 def build(engine: Engine, tmp: Path, settings: Settings, seed: int = 8) -> Secrets:
-    """Load the city and its cases (idempotent for the same seed) and return what must stay private."""
+    """Load the city and its cases once per database (times are relative to now) and return the secrets."""
+    key = f"{engine.url.database}:{seed}"
+    if key not in _BUILT:
+        _BUILT[key] = _build(engine, tmp, settings, seed)
+    return _BUILT[key]
+
+
+def _build(engine: Engine, tmp: Path, settings: Settings, seed: int) -> Secrets:
     factories.build_city(engine, tmp, settings)
     rng = random.Random(seed)
     now = datetime.now(TZ).replace(microsecond=0)
