@@ -160,7 +160,7 @@ def rollups_refresh() -> None:
 @app.command()
 @friendly
 def load(
-    kind: Annotated[str, typer.Argument(help="admin_unit, management_grid, component, camera or case")],
+    kind: Annotated[str, typer.Argument(help="admin_unit, management_grid, component, camera, case, road or track")],
     paths: Annotated[list[Path], typer.Argument(help="Files to load, each one transaction")],
     crs: Annotated[str | None, typer.Option(help="Source CRS: EPSG:4326, EPSG:4490, EPSG:4548, GCJ02, BD09 ...")] = None,
     mapping: Annotated[str | None, typer.Option(help="Mapping preset name or YAML file")] = None,
