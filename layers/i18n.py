@@ -194,6 +194,18 @@ TEXT: Final[dict[str, dict[str, str]]] = {
     },
     "public.api": {"zh-CN": "开放数据接口（Open311）", "en": "Open data API (Open311)"},
     "public.empty": {"zh-CN": "此期间没有公开案件。", "en": "No public cases in this period."},
+    # --- planner pages: filters, grid statistics (issue 6) ---
+    "filters.period": {"zh-CN": "时间范围", "en": "Period"},
+    "filters.kind": {"zh-CN": "案件类型", "en": "Kind"},
+    "filters.major": {"zh-CN": "大类", "en": "Major category"},
+    "filters.category": {"zh-CN": "小类", "en": "Minor category"},
+    "filters.channel": {"zh-CN": "来源渠道", "en": "Channel"},
+    "filters.status": {"zh-CN": "案件状态", "en": "Status"},
+    "filters.level": {"zh-CN": "解决层级", "en": "Resolved at"},
+    "filters.all": {"zh-CN": "全部", "en": "All"},
+    "filters.city": {"zh-CN": "全市", "en": "Whole city"},
+    "filters.invalid": {"zh-CN": "筛选条件无效：", "en": "Invalid filter:"},
+    # --- end planner pages (issue 6) ---
 }
 
 
