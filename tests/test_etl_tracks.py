@@ -206,3 +206,41 @@ def test_workers_names_stay_private_and_the_public_role_reads_no_track(store: Su
         views = conn.execute(text("SELECT table_name FROM information_schema.views WHERE table_schema = 'open_data'"
                                   " AND view_definition ~* '(track|device|worker|road_sweep|facility_visit)'")).all()
     assert views == [], json.dumps([tuple(v) for v in views])
+
+
+def test_trucks_at_a_toilet_and_crews_at_cases_are_found(store: SuiteStore, city: Settings, tmp_path: Path) -> None:
+    toilet = tmp_path / "toilet.csv"
+    toilet.write_text("部件编码,部件名称,经度,纬度\n3703030301000001,测试公厕,118.09,36.86\n", encoding="utf-8")
+    assert factories.load(store.writer, toilet, "component", city, crs="EPSG:4326").rows_rejected == 0
+    case_headers = ["案件编号", "问题来源", "案件类型", "大类", "小类", "上报时间", "立案时间", "派遣时间", "经度", "纬度"]
+    cases = tmp_path / "cases.csv"
+    with cases.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(case_headers)
+        writer.writerow(["TRK-A", "网格员上报", "事件", "市容环境", "暴露垃圾", "2025-06-05 10:00:00", "", "",
+                         "118.07", "36.83"])
+        writer.writerow(["TRK-B", "群众随手拍", "事件", "市容环境", "暴露垃圾", "2025-06-05 09:00:00",
+                         "2025-06-05 09:10:00", "2025-06-05 09:30:00", "118.08", "36.83"])
+    assert factories.load(store.writer, cases, "case", city, crs="EPSG:4326").rows_rejected == 0
+    day = datetime(2025, 6, 5, 9, 50)
+    rows = _walk("PATROL-5", "网格员", 118.0685, 36.83, 20, start=day)  # passes case A around 10:00
+    # Case B was dispatched at 09:30; a cleaner sets off 330 m west of it at 09:40 at 0.11 m/s and comes within
+    # 50 m after 280 m: 42 minutes later, 52 minutes after the dispatch.
+    rows += _walk("CLEAN-5", "保洁员", 118.0763, 36.83, 300, dlon=0.0000125, start=datetime(2025, 6, 5, 9, 40))
+    # A truck drives up to the toilet, stays 5 minutes, and leaves.
+    approach = _walk("TRUCK-5", "垃圾车", 118.085, 36.86, 6, dlon=0.0008, start=datetime(2025, 6, 5, 7, 0))
+    stay = _walk("TRUCK-5", "垃圾车", 118.09, 36.86, 31, dlon=0.0, start=datetime(2025, 6, 5, 7, 1))
+    leave = _walk("TRUCK-5", "垃圾车", 118.0908, 36.86, 6, dlon=0.0008, start=datetime(2025, 6, 5, 7, 6, 10))
+    rows += approach + stay + leave
+    result = factories.load(store.writer, _write_csv(tmp_path / "day5.csv", rows), "track", city, crs="EPSG:4326")
+    assert result.rows_rejected == 0
+    with store.writer.connect() as conn:
+        visits = conn.execute(text(
+            "SELECT component_code, facility_kind, minutes FROM core.facility_visit WHERE device_id = 'TRUCK-5'")).all()
+        checks = {r[0]: r[1:] for r in conn.execute(text(
+            "SELECT case_number, patroller_present, arrival_minutes, crew_device_id FROM core.case_track_check"
+            " WHERE case_number IN ('TRK-A', 'TRK-B')")).all()}
+    assert [(c, k) for c, k, _ in visits] == [("3703030301000001", "public_toilet")]
+    assert visits[0][2] == pytest.approx(5.0, abs=0.6)
+    assert checks["TRK-A"][0] is True
+    assert checks["TRK-B"][1] == pytest.approx(10 + 280 / (0.0000125 * 89_150 / 10) / 60, abs=1.5) and checks["TRK-B"][2] == "CLEAN-5"
