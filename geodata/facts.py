@@ -36,6 +36,7 @@ from typing import Final
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from sqlalchemy import Connection, Engine, text
 
@@ -85,6 +86,8 @@ SELECT c.case_number,
 ) TO STDOUT WITH (FORMAT csv, HEADER true)
 """
 _DICTIONARY_COLUMNS: Final = (*UNIT_COLUMNS, "category")
+#: Written into each month's folder name: a change of the columns' encoding makes old files unused.
+_FORMAT: Final = "f2"
 
 
 class FactsError(KpiError):
@@ -192,7 +195,7 @@ class CaseFacts:
         return out
 
     def _open(self, month: date, stamp: str) -> _Month:
-        folder = self.folder / f"{month:%Y-%m}" / stamp.replace(".", "_")
+        folder = self.folder / f"{month:%Y-%m}" / f"{_FORMAT}_{stamp.replace('.', '_')}"
         if not (folder / "done").exists():
             self._build(month, folder)
         columns = {p.stem: np.load(p, mmap_mode="r") for p in folder.glob("*.npy") if not p.stem.startswith("dict_")}
@@ -352,7 +355,8 @@ def _encode(table: pa.Table) -> dict[str, np.ndarray]:
     for name in ("handle_deadline_s", "close_deadline_s"):
         out[name] = table.column(name).to_pandas().to_numpy(dtype=np.float64, na_value=np.nan)
     out["satisfaction"] = table.column("satisfaction").to_numpy().astype(np.int8)
-    out["h3_r9"] = table.column("h3_r9").to_pandas().to_numpy(dtype=np.float64, na_value=0).astype(np.int64)
+    # Through float64 an H3 id (about 2**59) loses its low bits and rounds up into the r9 digit: keep int64.
+    out["h3_r9"] = pc.fill_null(table.column("h3_r9"), 0).to_numpy().astype(np.int64)
     out["lon"] = table.column("lon").to_numpy().astype(np.float32)
     out["lat"] = table.column("lat").to_numpy().astype(np.float32)
     return out
