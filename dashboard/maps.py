@@ -20,7 +20,9 @@ def map_style(settings: Settings, theme: str = "light") -> dict[str, Any]:
     layers: list[dict[str, Any]] = [
         {"id": "background", "type": "background", "paint": {"background-color": OFFLINE_BACKGROUND[theme]}}
     ]
-    sources: dict[str, Any] = {}
+    # Never an empty ``sources``: plotly prunes empty containers from a layout it redraws (a resize, a new
+    # figure), and MapLibre then refuses the style ("missing required property sources", plotly's "Map error.").
+    sources: dict[str, Any] = {"none": {"type": "geojson", "data": {"type": "FeatureCollection", "features": []}}}
     if settings.map_style != "offline":
         sources["intranet"] = {"type": "raster", "tiles": [settings.map_style], "tileSize": 256}
         layers.append({"id": "intranet", "type": "raster", "source": "intranet"})
