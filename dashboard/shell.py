@@ -31,7 +31,16 @@ def _nav_links(lang: str) -> list[html.A]:
 
 
 def layout() -> html.Div:
-    """The frame; the header's words follow the URL's language (see ``register_callbacks``)."""
+    """The frame; the header's words follow the URL's language (see ``register_callbacks``).
+
+    A kiosk session (a wall display, dashboard/auth.py) gets the page container alone: no navigation, and
+    none of the shell's callbacks, which a kiosk is not allowed to run.
+    """
+    from dashboard.auth import current_user
+
+    user = current_user()
+    if user is not None and user.is_kiosk:
+        return html.Div([dash.page_container], className="cg-kiosk")
     return html.Div(
         [
             dcc.Location(id="shell-url", refresh="callback-nav"),
