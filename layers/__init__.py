@@ -5,8 +5,7 @@ Importing the package registers every layer, so ``get_layer(name)`` finds them a
 
 import layers.crews  # (the tracks' layers register themselves too)
 import layers.patrol_grids
-import layers.road_sweep
-import layers.unit_choropleth  # noqa: F401  (grid statistics)
+import layers.road_sweep  # noqa: F401
 from layers import admin_boundaries, attention_grids, case_heat  # noqa: F401  (register the layers)
 from layers.base import get_layer, layer_names
 
