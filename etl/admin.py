@@ -67,7 +67,21 @@ def load_admin_units(ctx: LoadContext, frame: pd.DataFrame) -> MergeCounts:
     work = ctx.rejects.reject(work, work["name"].isna(), "name is empty", "name")
     work = validate_polygons(ctx, work)
     work = _check_parents(ctx, work)
-    return _merge(ctx, work)
+    counts = _merge(ctx, work)
+    if counts.new or counts.updated:
+        _assign_management_grids(ctx)
+    return counts
+
+
+def _assign_management_grids(ctx: LoadContext) -> None:
+    """Unit grids loaded or moved after the management grids get theirs too, whatever the load order."""
+    if not ctx.conn.execute(text("SELECT EXISTS (SELECT 1 FROM core.management_grid)")).scalar_one():
+        return
+    from etl.management import assign_unit_grids  # etl.management builds on this module
+
+    inside, changed, outside = assign_unit_grids(ctx.conn)
+    if changed:
+        ctx.note(f"unit grids: {changed:,} changed their management grid ({inside:,} in one, {outside:,} in none)")
 
 
 def validate_polygons(ctx: LoadContext, work: pd.DataFrame) -> pd.DataFrame:

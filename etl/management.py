@@ -15,7 +15,7 @@ After the polygons are stored, every unit grid gets the management grid its labe
 (``core.admin_unit.management_grid_code``), recomputed over the whole store so that a grid whose
 management grid moved away loses it again.  The unit grids are written by one ``UPDATE`` over the rows
 whose code changes only, so a re-run touches none; see :func:`assign_unit_grids` for why the join runs in
-PostgreSQL.
+memory.
 """
 
 from __future__ import annotations
@@ -214,21 +214,38 @@ def _merge(ctx: LoadContext, work: pd.DataFrame) -> MergeCounts:
 def assign_unit_grids(conn: Connection) -> tuple[int, int, int]:
     """Give every unit grid the management grid holding its label point; return (in one, changed, in none).
 
-    On a shared edge the smallest code wins, so the answer does not depend on load order.
+    On a shared edge the smallest code wins, so the answer does not depend on load order.  The join runs in
+    memory: for the demo city's 25,440 grids and 3,589 management grids, reading both and an ``STRtree``
+    query take 0.4-0.7 s, against 1.5 s for the same join inside PostGIS (its ``admin_unit_geom`` index
+    driving, after an ``ANALYZE`` of 1.3 s; without fresh statistics right after a first load the planner
+    chose a plan that ran for minutes).  Only the grids whose code changes are written back, by primary key.
     """
-    row = conn.execute(text(
-        "WITH hit AS ("
-        "  SELECT DISTINCT ON (g.code) g.code, m.code AS mcode"
-        "  FROM core.management_grid m JOIN core.admin_unit g"
-        "    ON g.level = 'grid' AND g.geom && m.geom AND ST_Intersects(m.geom, g.label_point)"
-        "  ORDER BY g.code, m.code),"
-        " wanted AS ("
-        "  SELECT g.code, hit.mcode FROM core.admin_unit g LEFT JOIN hit ON hit.code = g.code"
-        "  WHERE g.level = 'grid'),"
-        " changed AS ("
-        "  UPDATE core.admin_unit a SET management_grid_code = w.mcode FROM wanted w"
-        "  WHERE a.code = w.code AND a.management_grid_code IS DISTINCT FROM w.mcode RETURNING 1)"
-        " SELECT (SELECT count(mcode) FROM wanted), (SELECT count(*) FROM changed),"
-        " (SELECT count(*) - count(mcode) FROM wanted)"
-    )).one()
-    return int(row[0]), int(row[1]), int(row[2])
+    with raw_connection(conn).cursor(binary=True) as cursor:
+        cursor.execute("SELECT code, management_grid_code, ST_AsBinary(label_point) FROM core.admin_unit"
+                       " WHERE level = 'grid' ORDER BY code")
+        grids = cursor.fetchall()
+        cursor.execute("SELECT code, ST_AsBinary(geom) FROM core.management_grid ORDER BY code")
+        managed = cursor.fetchall()
+    if not grids:
+        return 0, 0, 0
+    codes, current, points = (np.array(column, dtype=object) for column in zip(*grids, strict=True))
+    wanted = np.full(len(codes), None, dtype=object)
+    if managed:
+        mcodes, mgeoms = (np.array(column, dtype=object) for column in zip(*managed, strict=True))
+        hit, owner = shapely.STRtree(shapely.from_wkb(mgeoms)).query(shapely.from_wkb(points),
+                                                                     predicate="intersects")
+        order = np.lexsort((owner, hit))  # per grid, the smallest code first (codes are in order)
+        hit, owner = hit[order], owner[order]
+        first = np.unique(hit, return_index=True)[1]
+        wanted[hit[first]] = mcodes[owner[first]]
+    changed = np.flatnonzero(wanted != current)
+    if len(changed):
+        conn.execute(text("CREATE TEMP TABLE IF NOT EXISTS _mgrid_assign (code text PRIMARY KEY, mcode text)"
+                          " ON COMMIT DROP"))
+        conn.execute(text("TRUNCATE _mgrid_assign"))
+        copy_frame(conn, "_mgrid_assign", pd.DataFrame({"code": codes[changed], "mcode": wanted[changed]}),
+                   ["code", "mcode"])
+        conn.execute(text("UPDATE core.admin_unit a SET management_grid_code = t.mcode FROM _mgrid_assign t"
+                          " WHERE a.code = t.code"))
+    inside = int(sum(w is not None for w in wanted))
+    return inside, len(changed), len(codes) - inside

@@ -26,7 +26,9 @@ from etl.demo.generate import (
     METRIC_EPSG,
     SizeSpec,
     build_ground,
+    build_management_grids,
     generate,
+    generator_inputs,
     read_city,
     size_spec,
 )
@@ -107,12 +109,13 @@ def _final(cases: dict[str, pd.DataFrame]) -> pd.DataFrame:
 def test_manifest_lists_every_file_in_load_order(small: tuple[Path, dict[str, Any]]) -> None:
     out, manifest = small
     kinds = [f["kind"] for f in manifest["files"]]
-    assert kinds == ["admin_unit"] * 4 + ["component"] * 3 + ["camera"] + ["case"] * 13 + ["road"] + ["track"] * 14  # 12 months + updates
+    assert kinds == (["admin_unit"] * 4 + ["management_grid"] + ["component"] * 3 + ["camera"]
+                     + ["case"] * 13 + ["road"] + ["track"] * 14)  # 12 months + updates
     assert [f.get("layer") for f in manifest["files"][1:3]] == ["streets", "communities"]
-    assert [f["crs"] for f in manifest["files"][:6]] == ["GCJ02", "EPSG:4490", "EPSG:4490", "EPSG:4548",
-                                                         "EPSG:4490", "EPSG:4490"]
-    assert manifest["files"][7]["crs"] == "GCJ02"  # cameras picked on an Amap map
-    case_files = manifest["files"][8:]
+    assert [f["crs"] for f in manifest["files"][:7]] == ["GCJ02", "EPSG:4490", "EPSG:4490", "EPSG:4548",
+                                                         "GCJ02", "EPSG:4490", "EPSG:4490"]
+    assert manifest["files"][8]["crs"] == "GCJ02"  # cameras picked on an Amap map
+    case_files = manifest["files"][9:]
     case_files = [f for f in case_files if f["kind"] == "case"]  # the roads and 7 days of tracks follow
     assert {f["encoding"] for f in case_files} == {"gbk", "utf-8-sig", None}  # None: XLSX
     assert case_files[0]["path"].endswith(".xlsx") and case_files[0]["crs"] == "GCJ02"
@@ -183,12 +186,47 @@ def test_grids_nest_in_communities_and_are_numbered_west_to_east_north_to_south(
         assert keys == sorted(keys), "serials run west to east in rows from the north"
 
 
+def test_management_grids_group_unit_grids_of_one_community(small: tuple[Path, dict[str, Any]],
+                                                            shapes: dict[str, gpd.GeoDataFrame]) -> None:
+    out, manifest = small
+    entry = next(f for f in manifest["files"] if f["kind"] == "management_grid")
+    raw = gpd.read_file(out / entry["path"])
+    assert len(raw) == entry["rows"] == manifest["counts"]["management_grids"]
+    code = raw["网格编码"]
+    assert code.str.fullmatch(r"[0-9A-Za-z_-]{1,32}").all() and code.is_unique  # core.management_grid's CHECK
+    assert (code.str[:12] == raw["社区编码"]).all() and code.str.fullmatch(r"\d{14}").all()
+    assert raw["网格名称"].str.fullmatch(r".+(社区|村)(第\d+网格|外围网格|网格)").all()
+    assert raw.loc[raw["所属社区"] == "潘苑社区", "网格名称"].str.fullmatch(r"潘苑社区第\d+网格").all()
+    mgrids = _metric(gpd.GeoDataFrame(raw.drop(columns="geometry"), crs=4326,
+                                      geometry=transform_geometries(raw.geometry.to_numpy(), "GCJ02")))
+    grids, communities = shapes["grids"], shapes["communities"].set_index("区划代码")
+    reps = shapely.point_on_surface(grids.geometry.to_numpy())
+    hit, owner = shapely.STRtree(mgrids.geometry.to_numpy()).query(reps, predicate="intersects")
+    assert np.bincount(hit, minlength=len(grids)).tolist() == [1] * len(grids), "each unit grid in exactly one"
+    owner_of = np.empty(len(grids), dtype=np.int64)
+    owner_of[hit] = owner
+    assert (code.str[:12].to_numpy()[owner_of] == grids["网格编码"].str[:12].to_numpy()).all(), "its community's"
+    community_shapes = shapely.buffer(communities.loc[raw["社区编码"]].geometry.to_numpy(), 0.01)
+    assert shapely.covered_by(mgrids.geometry.to_numpy(), community_shapes).all(), "within its community"
+    units = np.bincount(owner_of, minlength=len(raw))
+    assert (units == raw["单元网格数"].to_numpy()).all()
+    core = (raw["网格类型"] == "城区管理网格").to_numpy()
+    # 4-12 unit grids each; a few stay smaller where a community holds only a corner of the core (more often
+    # with this set's 400 m cells than at the standard's 100 m: test_demo_unit_grids_each_belong_to_...).
+    assert core.sum() > 100 and ((units[core] >= 4) & (units[core] <= 12)).mean() > 0.8, "4-12 unit grids"
+    assert units[core].max() <= 12
+
+
 def test_city_size_has_the_standard_grids() -> None:
     ground = build_ground(CITY, size_spec("city"), SEED)
     grids = ground.grids
     assert len(grids) >= 20_000
     assert grids.loc[grids["fine"]].geometry.area.median() == pytest.approx(10_000.0)
     assert grids["code"].str[12:].astype(int).max() < 1000
+    mgrids, owner = build_management_grids(ground, size_spec("city"))
+    assert (owner >= 0).all() and np.bincount(owner).min() >= 1, "every unit grid in one, none empty"
+    assert (mgrids["community"].to_numpy()[owner] == grids["community"].to_numpy()).all()
+    assert len(grids) / 12 < len(mgrids) < len(grids) / 4
 
 
 # ---------------------------------------------------------------------------------- components, cameras
@@ -422,6 +460,15 @@ def test_a_complete_set_is_recognised_by_size_and_seed(small: tuple[Path, dict[s
     out, _ = small
     assert manifest_matches(out, "test", SEED)
     assert not manifest_matches(out, "test", SEED + 1) and not manifest_matches(out, "demo", SEED)
+
+
+def test_a_set_from_another_generator_is_generated_again(small: tuple[Path, dict[str, Any]],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A set written before the generator changed (e.g. before it wrote management grids) is not reused."""
+    out, manifest = small
+    assert manifest["inputs"] == generator_inputs() and set(manifest["inputs"]) >= {"generator", "demo_city.yaml"}
+    monkeypatch.setattr("etl.demo.generator_inputs", lambda: {**manifest["inputs"], "generator": "0" * 64})
+    assert not manifest_matches(out, "test", SEED)
 
 
 @pytest.mark.slow

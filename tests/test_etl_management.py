@@ -2,7 +2,7 @@
 
 The loader tests run in a database of their own with a two-district test city: the test city of
 ``tests/factories.py`` (district 370303, a 0.1° square) and a second district 370305 east of it, so that a
-management grid can cross a district line.
+management grid can cross a district line.  The last test reads the demo city's management grids.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from etl.pipeline import LOADERS, LoadOptions, load_source
 from geodata.dictionaries import load_dictionaries
 from geodata.settings import Settings
 from tests import factories
-from tests.conftest import SuiteStore, separate_database
+from tests.conftest import DemoCity, SuiteStore, separate_database
 
 X0, Y0 = factories.ORIGIN  # district 370303 spans X0..X0+0.1, Y0..Y0+0.1; 370305 spans X0+0.1..X0+0.2
 STEP = 0.025  # a test unit grid's side; communities are 0.05 squares, each with 2 x 2 grids
@@ -74,6 +74,11 @@ GOOD = [
 ]
 
 
+#: The unit grids of the test city as first loaded (a later test adds one).
+CITY_GRIDS = {f["properties"]["code"] for f in [*factories.city_features(), *_second_district()]
+              if len(f["properties"]["code"]) == 15}
+
+
 def _load(engine: Engine, settings: Settings, path: Path, features: list[dict[str, Any]]):  # type: ignore[no-untyped-def]
     return load_source(engine, factories.write_geojson(path, features),
                        LoadOptions(kind="management_grid", crs="GCJ02"), settings)
@@ -112,7 +117,7 @@ def test_gcj02_management_grids_are_placed_and_assign_their_unit_grids(
             " ST_SetSRID(ST_MakePoint(:x, :y), 4326)::geography)) FROM core.management_grid, generate_series(1, 4) n"
             " WHERE code = 'A01'"), {"x": X0, "y": Y0}).scalar_one()
     assert offset < 1.0
-    assigned = _assigned(engine)
+    assigned = {code: mgrid for code, mgrid in _assigned(engine).items() if code in CITY_GRIDS}
     assert {g: assigned[g] for g in assigned if assigned[g]} == {
         **{f"370303001001{n:03d}": "A01" for n in (1, 2, 3, 4)},
         "370303001002001": "B01", "370303001002002": "B01",
@@ -197,3 +202,57 @@ def test_bad_management_grids_are_kept_as_rejects_with_reasons(city: tuple[Engin
     assert stored["E01"] == ("第二区网格", "370305001001", "370305")
     # D01 lies inside A01 but holds no unit grid's label point: A01's grids stay with A01.
     assert _assigned(engine)["370303001001001"] == "A01"
+
+
+def test_a_unit_grid_loaded_after_the_management_grids_gets_one(city: tuple[Engine, Settings, Path]) -> None:
+    engine, settings, tmp = city
+    _load(engine, settings, tmp / "good.geojson", GOOD)
+    # Community 370303002002 had no unit grids; its first one lies in C01's north half.
+    path = factories.write_geojson(tmp / "late_grid.geojson", [_feature(
+        {"code": "370303002002001", "name": "新网格"}, factories._square(X0 + 0.05, Y0 + 0.05, STEP, STEP))])
+    result = factories.load(engine, path, "admin_unit", settings, crs="EPSG:4326")
+    assert (result.rows_new, result.rows_rejected) == (1, 0)
+    assert _assigned(engine)["370303002002001"] == "C01"
+    assert any("1 changed their management grid" in note for note in result.notes)
+
+
+# ------------------------------------------------------------------------------------------ the demo city
+
+
+@pytest.mark.slow
+def test_demo_unit_grids_each_belong_to_exactly_one_management_grid(demo_city: DemoCity) -> None:
+    report = demo_city.report
+    result = next(r for r in report.results if r.kind == "management_grid")
+    assert result.rows_rejected == 0 and result.rows_stored == report.manifest["counts"]["management_grids"]
+    with demo_city.store.writer.connect() as conn:
+        per_grid = conn.execute(text(
+            "SELECT g.code, g.management_grid_code, count(m.code) AS holding, min(m.code) AS first"
+            " FROM core.admin_unit g LEFT JOIN core.management_grid m ON ST_Intersects(m.geom, g.label_point)"
+            " WHERE g.level = 'grid' GROUP BY g.code, g.management_grid_code")).all()
+        assert per_grid and all(row.holding == 1 and row.management_grid_code == row.first for row in per_grid)
+        # Each management grid lies in one district; its unit grids are all of that district (and of its
+        # community where it has one).
+        crossing = conn.execute(text(
+            "SELECT count(*) FROM core.admin_unit g JOIN core.management_grid m ON m.code = g.management_grid_code"
+            " WHERE g.district_code <> m.district_code"
+            " OR (m.community_code IS NOT NULL AND g.community_code <> m.community_code)")).scalar_one()
+        assert crossing == 0
+        outside = conn.execute(text(
+            "SELECT count(*) FROM core.management_grid m JOIN core.admin_unit d ON d.code = m.district_code"
+            " WHERE NOT ST_CoveredBy(m.geom, ST_Buffer(d.geom, 0.00002))")).scalar_one()
+        assert outside == 0
+        sizes = conn.execute(text(
+            "SELECT m.code, m.name, count(*) FILTER (WHERE g.area_m2 < 20000) AS fine, count(*) AS grids"
+            " FROM core.management_grid m JOIN core.admin_unit g ON g.management_grid_code = m.code"
+            " GROUP BY m.code, m.name")).all()
+        total = conn.execute(text("SELECT count(*) FROM core.management_grid")).scalar_one()
+        with_community = conn.execute(text(
+            "SELECT count(*) FROM core.management_grid WHERE community_code IS NOT NULL")).scalar_one()
+    grids = report.manifest["counts"]["grids"]
+    assert len(sizes) == total, "every management grid holds unit grids"
+    assert grids / 14 < total < grids / 5, "groups of roughly 4-12 unit grids"
+    core = [s for s in sizes if "第" in s.name]
+    assert len(core) > total * 0.6
+    in_range = sum(1 for s in core if 4 <= s.grids <= 12)
+    assert in_range > 0.9 * len(core), "core management grids hold 4-12 unit grids"
+    assert with_community == total, "the demo's management grids each lie in one community"

@@ -29,7 +29,7 @@ from typing import Any, Literal
 from sqlalchemy import Engine
 
 from etl.demo.generate import generate as write_files
-from etl.demo.generate import read_manifest
+from etl.demo.generate import generator_inputs, read_manifest
 from etl.pipeline import LoadOptions, LoadResult, load_source
 from geodata.dictionaries import load_dictionaries
 from geodata.errors import CityGridError
@@ -68,9 +68,12 @@ class DemoReport:
 
 
 def manifest_matches(out_dir: Path, size: str, seed: int) -> bool:
-    """True when ``out_dir`` holds a complete generated set of this size and seed (every file present)."""
+    """True when ``out_dir`` holds a complete generated set of this size and seed (every file present), made
+    by this generator from these inputs (a set from an older generator lacks what it adds since)."""
     manifest = read_manifest(out_dir)
     if manifest is None or manifest.get("size") != size or manifest.get("seed") != seed:
+        return False
+    if manifest.get("inputs") != generator_inputs():
         return False
     return all((Path(out_dir) / entry["path"]).is_file() for entry in manifest["files"])
 
@@ -95,8 +98,8 @@ def build_demo(
     ----------
     engine
         The writer engine of a migrated store (``citygrid migrate``).  The shipped code dictionaries are
-        loaded first (idempotent), then districts, streets, communities, unit grids, components, cameras,
-        the monthly case exports and the case updates, each file as one ETL run.
+        loaded first (idempotent), then districts, streets, communities, unit grids, management grids,
+        components, cameras, the monthly case exports and the case updates, each file as one ETL run.
     size
         ``"demo"`` or ``"city"``.
     out_dir

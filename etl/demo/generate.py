@@ -19,6 +19,10 @@ What is written (in load order, listed in ``manifest.json`` with kind, CRS, enco
   one the rest, each clipped by its community so that no grid crosses a community line; slivers join a
   neighbour in the same community.  Codes are the community's code plus a serial numbered west to east and
   north to south (GB/T 30428.1);
+* management grids (管理网格): a GeoJSON in GCJ-02 (drawn on an Amap map).  In the core, the unit grids of
+  one community in blocks of 3 x 3, small blocks joined to a neighbour (4-12 unit grids each), named
+  ``潘苑社区第3网格`` and coded community + 2-digit serial; outside the core, each community's coarse grids
+  (its outskirts, or the whole 村) form one.  Every unit grid lies in exactly one;
 * components: a GeoPackage in CGCS2000 with layers of points, lines (railings) and polygons (green
   space), 16-digit codes (district + major + minor + serial), densities following the built-up core;
 * cameras: an XLSX with Chinese headers in GCJ-02 (picked on an Amap map), 3,600 HD cameras and 326
@@ -60,6 +64,7 @@ import pyogrio
 import shapely
 import yaml
 from pyproj import Transformer
+from shapely.errors import GEOSException
 
 from etl.chinese_crs import transform_geometries, wgs84_to_gcj02
 from etl.pipeline import file_sha256
@@ -75,7 +80,9 @@ __all__ = [
     "SizeSpec",
     "as_exported",
     "build_ground",
+    "build_management_grids",
     "generate",
+    "generator_inputs",
     "month_cases",
     "read_city",
     "read_manifest",
@@ -554,6 +561,140 @@ def _grids(communities: gpd.GeoDataFrame, cores: dict[str, shapely.Geometry], sp
         "code": code + serial_text, "name": name + serial_text + "网格", "community": code,
         "street": communities["street"].to_numpy()[group_arr], "district": communities["district"].to_numpy()[group_arr],
         "fine": fine_arr}, geometry=geoms, crs=METRIC_EPSG)
+
+
+# ================================================================================== management grids
+
+#: A management grid (管理网格) in the core gathers the unit grids of one community whose label points fall in
+#: one block of MGRID_BLOCK x MGRID_BLOCK core cells (9 at most); groups under MGRID_MIN join a neighbour of
+#: the same community as long as it stays at or under MGRID_MAX, as a centre would draw a grid worker's patch.
+MGRID_BLOCK = 3
+MGRID_MIN = 4
+MGRID_MAX = 12
+MGRID_SERIAL_WIDTH = 2
+
+
+def build_management_grids(ground: Ground, spec: SizeSpec) -> tuple[gpd.GeoDataFrame, np.ndarray]:
+    """The management grids (metric) and, per unit grid of ``ground.grids``, the index of its management grid.
+
+    In the built-up core, blocks of 3 x 3 unit grids within one community, small ones merged into a
+    neighbour (groups of about 4-12); outside the core, each community's coarse grids (its outskirts, or the
+    whole 村) form one management grid, which also takes in a small core group it borders when no core
+    group can.  Each management grid is named after its community (``潘苑社区第3网格``, ``王家庄村网格``) and
+    coded by the community's code plus a 2-digit serial in reading order, the outskirts last.
+    """
+    grids = ground.grids
+    geoms = ground.grid_geoms
+    fine = ground.grid_fine
+    community = grids["community"].to_numpy()
+    reps = shapely.point_on_surface(geoms)
+    x, y = shapely.get_x(reps), shapely.get_y(reps)
+    block = MGRID_BLOCK * spec.core_cell_m
+    bx, by = np.floor(x / block).astype(np.int64), np.floor(y / block).astype(np.int64)
+    key = pd.DataFrame({"community": community, "outer": ~fine, "bx": np.where(fine, bx, 0),
+                        "by": np.where(fine, by, 0)})
+    group = key.groupby(["community", "outer", "bx", "by"], sort=True).ngroup().to_numpy()
+    group = _merge_small_groups(geoms, group, community, fine)
+    # Number the groups of each community: core groups north to south by block rows, west to east, then outskirts.
+    members = pd.DataFrame({"group": group, "community": community, "outer": ~fine, "x": x, "y": y})
+    per = members.groupby("group").agg(community=("community", "first"), outer=("outer", "all"),
+                                       x=("x", "mean"), y=("y", "max"), units=("x", "size"))
+    top = per.groupby("community")["y"].transform("max")
+    per["row"] = np.floor((top - per["y"]) / block + 1e-9).astype(np.int64)
+    per = per.sort_values(["community", "outer", "row", "x"], kind="stable")
+    per["serial"] = per.groupby("community").cumcount() + 1
+    if len(per) and per["serial"].max() >= 10 ** MGRID_SERIAL_WIDTH:
+        raise CityGridError(f"community {per.loc[per['serial'].idxmax(), 'community']} would have more than "
+                            f"{10 ** MGRID_SERIAL_WIDTH - 1} management grids: raise MGRID_BLOCK")
+    names = dict(zip(ground.communities["code"], ground.communities["name"], strict=True))
+    cores = per[~per["outer"]].groupby("community").size()
+    serial_text = per["serial"].astype(str).str.zfill(MGRID_SERIAL_WIDTH)
+    community_name = per["community"].map(names)
+    per["name"] = np.where(~per["outer"], community_name + "第" + per["serial"].astype(str) + "网格",
+                           np.where(per["community"].map(cores).fillna(0) > 0, community_name + "外围网格",
+                                    community_name + "网格"))
+    per["code"] = per["community"] + serial_text
+    per["geometry"] = _group_shapes(geoms, group, per.index.to_numpy())
+    index_of = pd.Series(np.arange(len(per)), index=per.index)
+    streets = dict(zip(ground.communities["code"], ground.communities["street"], strict=True))
+    frame = gpd.GeoDataFrame({
+        "code": per["code"].to_numpy(), "name": per["name"].to_numpy(), "community": per["community"].to_numpy(),
+        "street": per["community"].map(streets).to_numpy(), "district": per["community"].str[:6].to_numpy(),
+        "units": per["units"].to_numpy(), "outer": per["outer"].to_numpy()},
+        geometry=per["geometry"].to_numpy(), crs=METRIC_EPSG)
+    return frame, index_of[group].to_numpy()
+
+
+def _merge_small_groups(geoms: np.ndarray, group: np.ndarray, community: np.ndarray, fine: np.ndarray
+                        ) -> np.ndarray:
+    """Join core groups under MGRID_MIN unit grids to the bordering group of their community they share most
+    border with: a core group while the sum stays <= MGRID_MAX, else the community's outskirts."""
+    tree = shapely.STRtree(geoms)
+    for _ in range(4):
+        sizes = np.bincount(group)
+        outer = np.zeros(len(sizes), dtype=bool)
+        outer[group[~fine]] = True  # a group is the outskirts once it holds a coarse grid
+        small = np.flatnonzero((sizes > 0) & (sizes < MGRID_MIN) & ~outer)
+        if not len(small):
+            break
+        sources = np.flatnonzero(np.isin(group, small))
+        s, t = tree.query(geoms[sources], predicate="intersects")
+        s = sources[s]
+        ok = (community[s] == community[t]) & (group[s] != group[t])
+        s, t = s[ok], t[ok]
+        length = shapely.length(shapely.intersection(shapely.boundary(geoms[s]), shapely.boundary(geoms[t])))
+        border = (pd.DataFrame({"s": group[s], "t": group[t], "length": length})[length > 0]
+                  .groupby(["s", "t"], sort=True)["length"].sum().reset_index()
+                  .sort_values(["s", "length", "t"], ascending=[True, False, True], kind="stable"))
+        neighbours: dict[int, list[int]] = {}
+        for source, target in zip(border["s"].tolist(), border["t"].tolist(), strict=True):
+            neighbours.setdefault(source, []).append(target)
+        into = np.arange(len(sizes))  # what each group became this round
+        for source in small[np.lexsort((small, sizes[small]))].tolist():  # smallest first, then by number
+            options = list(dict.fromkeys(_root(into, t) for t in neighbours.get(source, [])))
+            core = [o for o in options if o != source and not outer[o] and sizes[o] + sizes[source] <= MGRID_MAX]
+            rest = [o for o in options if outer[o]]
+            target = core[0] if core else rest[0] if rest else None
+            if target is not None and into[source] == source:
+                into[source] = target
+                sizes[target] += sizes[source]
+                sizes[source] = 0
+        roots = np.array([_root(into, g) for g in range(len(sizes))])
+        if (roots == np.arange(len(sizes))).all():
+            break
+        group = np.unique(roots[group], return_inverse=True)[1]
+    return group
+
+
+def _root(into: np.ndarray, group: int) -> int:
+    """What a group became after this round's merges (merged groups point at their target)."""
+    while into[group] != group:
+        group = int(into[group])
+    return group
+
+
+def _group_shapes(geoms: np.ndarray, group: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """The union of each group's unit grids, for the groups in ``order``.
+
+    A coverage union (the grids share their edges exactly) is ten times faster than an overlay union; the
+    few groups it refuses or leaves invalid (a vertex of one grid on another's edge) are redone by the overlay union.
+    """
+    by_group = np.argsort(group, kind="stable")
+    cuts = np.flatnonzero(np.r_[True, group[by_group][1:] != group[by_group][:-1], True])
+    starts = dict(zip(group[by_group][cuts[:-1]], zip(cuts[:-1], cuts[1:], strict=True), strict=True))
+    shapes = np.empty(len(order), dtype=object)
+    for i, g in enumerate(order):
+        a, b = starts[g]
+        try:
+            shapes[i] = shapely.coverage_union_all(geoms[by_group[a:b]])
+        except GEOSException:  # edges not noded alike (a clipped piece beside a lattice square)
+            shapes[i] = None
+    redo = shapely.is_missing(shapes)
+    redo[~redo] = ~shapely.is_valid(shapes[~redo])
+    for i in np.flatnonzero(redo):
+        a, b = starts[order[i]]
+        shapes[i] = shapely.union_all(geoms[by_group[a:b]], grid_size=PRECISION)
+    return shapes
 
 
 # ============================================================================================ places
@@ -1531,6 +1672,22 @@ def _write_admin(out_dir: Path, ground: Ground) -> list[dict[str, Any]]:
     ]
 
 
+def _write_management_grids(out_dir: Path, ground: Ground, mgrids: gpd.GeoDataFrame) -> dict[str, Any]:
+    """Management grids as a GeoJSON in GCJ-02, as a centre's grid office draws them on an Amap map."""
+    path = out_dir / "03b_management_grids_gcj02.geojson"
+    community_names = dict(zip(ground.communities["code"], ground.communities["name"], strict=True))
+    street_names = dict(zip(ground.streets["code"], ground.streets["name"], strict=True))
+    wgs = _to_wgs84(mgrids.geometry.to_numpy())
+    gcj = shapely.transform(wgs, lambda xy: np.column_stack(wgs84_to_gcj02(xy[:, 0], xy[:, 1])))
+    _write_layer(gpd.GeoDataFrame({
+        "网格编码": mgrids["code"], "网格名称": mgrids["name"], "所属街道": mgrids["street"].map(street_names),
+        "所属社区": mgrids["community"].map(community_names), "社区编码": mgrids["community"],
+        "网格类型": np.where(mgrids["outer"], "外围管理网格", "城区管理网格"), "单元网格数": mgrids["units"]},
+        geometry=gcj, crs=4326), path, driver="GeoJSON")
+    return _entry(out_dir, path, "management_grid", "GCJ02", len(mgrids), encoding="utf-8",
+                  mapping="management_grids")
+
+
 def _write_components(out_dir: Path, components: pd.DataFrame, spec: SizeSpec) -> list[dict[str, Any]]:
     """Components as a GeoPackage in CGCS2000: one layer each of points, lines and polygons, by code."""
     path = out_dir / "04_components_cgcs2000.gpkg"
@@ -1620,6 +1777,17 @@ def _write_cases(out_dir: Path, setting: CaseSetting, spec: SizeSpec, say: Progr
 # ========================================================================================== manifest
 
 
+def generator_inputs() -> dict[str, str]:
+    """SHA-256 of everything a generated set depends on: the city's inputs, the boundaries, this generator.
+
+    A set whose manifest names other inputs is stale (``etl.demo.manifest_matches`` says so and the demo is
+    generated again): a changed generator writes other files, e.g. a new kind of source.
+    """
+    return {"demo_city.yaml": file_sha256(CITY_FILE),
+            "boundaries": file_sha256(DATA_DIR / "boundaries" / "zibo_districts_gcj02.geojson"),
+            "generator": file_sha256(Path(__file__))}
+
+
 def read_manifest(out_dir: Path) -> dict[str, Any] | None:
     """The manifest of a generated set, or None when there is none (or it is not one of ours)."""
     path = Path(out_dir) / MANIFEST_NAME
@@ -1688,6 +1856,10 @@ def generate(out_dir: Path, size: Size | SizeSpec = "demo", *, seed: int = 20251
     files = _write_admin(out_dir, ground)
     for entry in files:
         emit(entry)
+    say("management grids")
+    mgrids, _ = build_management_grids(ground, spec)
+    files.append(_write_management_grids(out_dir, ground, mgrids))
+    emit(files[-1])
     say("places, cameras and components")
     places = build_places(city, ground, seed)
     cameras = build_cameras(city, ground, spec, seed)
@@ -1708,12 +1880,11 @@ def generate(out_dir: Path, size: Size | SizeSpec = "demo", *, seed: int = 20251
         "seed": seed,
         "reference_date": reference.isoformat(),
         "period": [str(setting.days[0]), str(setting.days[-1])],
-        "inputs": {"demo_city.yaml": file_sha256(CITY_FILE),
-                   "boundaries": file_sha256(DATA_DIR / "boundaries" / "zibo_districts_gcj02.geojson")},
+        "inputs": generator_inputs(),
         "counts": {
             "districts": len(ground.districts), "streets": len(ground.streets),
             "communities": len(ground.communities), "grids": len(ground.grids),
-            "fine_grids": int(ground.grids["fine"].sum()), "components": len(components),
+            "fine_grids": int(ground.grids["fine"].sum()), "management_grids": len(mgrids), "components": len(components),
             "cameras": len(cameras), "cases": sum(f["rows"] for f in case_files[:-1]),
             "case_updates": case_files[-1]["rows"],
         },
