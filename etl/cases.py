@@ -56,6 +56,7 @@ from etl.bulk import (
 )
 from etl.context import LoadContext, note_swapped, parse_coordinates
 from etl.mapping import TEXT_DTYPE
+from etl.rollup_delta import CaseRollupDelta
 from etl.store import copy_frame, raw_connection
 from geodata.codes import RESOLUTION_LEVELS, SOURCE_CHANNELS, URGENCIES
 from geodata.dictionaries import add_working_time, fetch_calendar
@@ -131,14 +132,16 @@ REPORTER_COPY_TYPES: dict[str, str] = {
 class MergeCounts:
     """Stored rows of one source by what happened to them.
 
-    ``report_days`` is the hook for the rollups: the first and last report day (Asia/Shanghai) of the
-    cases this source inserted or changed, None when it changed none.
+    ``report_days``: the first and last report day (Asia/Shanghai) of the cases this source inserted or
+    changed, None when it changed none.  ``rollup_delta``: what those changes add to the rollups (the
+    pipeline applies it in the load's transaction; see etl/rollup_delta.py).
     """
 
     new: int
     updated: int
     unchanged: int
     report_days: tuple[date, date] | None = None
+    rollup_delta: CaseRollupDelta | None = None
 
 
 def load_cases(ctx: LoadContext, frame: pd.DataFrame) -> MergeCounts:
@@ -773,6 +776,7 @@ def _place_and_merge(ctx: LoadContext, work: pd.DataFrame, frame: pd.DataFrame) 
     created: set[int] = set()
     reporter_key = drop_empty_reporter_key(ctx.conn, len(work)) if any(c in work for c in PERSONAL_COLUMNS) else None
     writer = BackgroundWriter(ctx.conn)
+    delta = CaseRollupDelta()
     new_count, old_parts, new_days = 0, [], []
     try:
         attached: set[int] = set()
@@ -785,6 +789,7 @@ def _place_and_merge(ctx: LoadContext, work: pd.DataFrame, frame: pd.DataFrame) 
                 writer.submit(partial(_copy_all, _new_case_copies(new, fresh, created)))
                 new_count += len(new)
                 new_days.append(new[["reported_at"]])
+                delta.add(new, +1)
             for month in done:
                 if month in created:
                     writer.submit(partial(attach_month, month=month))
@@ -803,8 +808,13 @@ def _place_and_merge(ctx: LoadContext, work: pd.DataFrame, frame: pd.DataFrame) 
     if not old.empty:
         old, updated, unchanged, changed = _apply_updates(ctx, old, existing.set_index("case_number"))
         new_days.append(changed[["reported_at"]])
+        if not changed.empty:
+            before = existing.set_index("case_number").loc[changed["case_number"]].reset_index()
+            delta.add(before, -1)
+            delta.add(changed, +1)
     _store_reporters(ctx, old, fresh=False)
-    return MergeCounts(new=new_count, updated=updated, unchanged=unchanged, report_days=_report_days(*new_days))
+    return MergeCounts(new=new_count, updated=updated, unchanged=unchanged, report_days=_report_days(*new_days),
+                       rollup_delta=delta)
 
 
 def _case_copy(frame: pd.DataFrame) -> list[pgcopy.BinaryRows]:

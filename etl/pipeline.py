@@ -155,7 +155,9 @@ def load_source(engine: Engine, path: Path, options: LoadOptions, settings: Sett
             ctx = LoadContext(conn=conn, run_id=run_id, source_name=path.name, crs=crs, mapping=mapping,
                               settings=settings, rejects=rejects, notes=[*raw.notes, *crs_notes])
             counts = loader(ctx, raw.frame)
-            if counts.report_days is not None:
+            if counts.rollup_delta is not None:
+                counts.rollup_delta.apply(conn, run_id=run_id)
+            elif counts.report_days is not None:
                 rollups.refresh_case_rollups(conn, *counts.report_days, run_id=run_id)
             elif options.kind in ASSET_KINDS:
                 rollups.refresh_asset_rollups(conn, run_id=run_id)

@@ -133,14 +133,22 @@ def refresh_case_rollups(conn: Connection, first_day: date, last_day: date, run_
     params = {**p, "month_start": month_start, "month_stop": month_stop}
     for statement in statements:
         conn.execute(text(statement), params)
-    _refresh_recurring(conn)
-    seconds = time.perf_counter() - started
+    finish_case_refresh(conn, first_day, last_day, run_id, time.perf_counter() - started)
+    return time.perf_counter() - started
+
+
+def finish_case_refresh(conn: Connection, first_day: date, last_day: date, run_id: int | None,
+                        seconds: float) -> None:
+    """After the case rollups of [first_day, last_day] changed (rebuilt here or added to by the ETL's
+    deltas): recurring places again if the change reaches their window, and the refresh stamps."""
+    newest = conn.execute(text("SELECT max(day) FROM rollup.case_day_unit WHERE level = 'district'")).scalar()
+    if newest is None or last_day >= newest - timedelta(days=RECURRING_WINDOW_DAYS - 1):
+        _refresh_recurring(conn)
     _log(conn, "cases", run_id, seconds)
-    month = p["first_month"]
-    while month < p["month_end"]:  # the facts engine (geodata/facts.py) re-reads only these months
+    month = first_day.replace(day=1)
+    while month <= last_day:  # the facts engine (geodata/facts.py) re-reads only these months
         _log(conn, f"{MONTH_STAMP_PREFIX}{month:%Y-%m}", run_id, seconds)
         month = (month + timedelta(days=32)).replace(day=1)
-    return seconds
 
 
 def _refresh_recurring(conn: Connection) -> None:
