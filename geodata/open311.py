@@ -154,7 +154,9 @@ def request_query(args: dict[str, str | None], now: datetime | None = None) -> R
     Defaults as the specification: the last 90 days; a range given on one side runs 90 days from it; a
     range longer than 90 days, or ending before it starts, is refused.
     """
-    now = now or datetime.now(TIMEZONE)
+    # The default end is the next full hour: the views hide the newest hours anyway, and a default window
+    # that moves once an hour lets answers be cached for that hour.
+    now = now or (datetime.now(TIMEZONE).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1))
     start_raw, end_raw = args.get("start_date"), args.get("end_date")
     start = parse_datetime(start_raw, "start_date") if start_raw else None
     end = parse_datetime(end_raw, "end_date") if end_raw else None

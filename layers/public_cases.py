@@ -216,7 +216,7 @@ def _cell_code(unit: str, value: Any) -> str:
 
 
 def _hexagon(cell: str) -> dict[str, Any]:
-    ring = [[round(lng, 6), round(lat, 6)] for lat, lng in h3.cell_to_boundary(cell)]
+    ring = [[round(lng, 5), round(lat, 5)] for lat, lng in h3.cell_to_boundary(cell)]  # 1 m is plenty
     return {"type": "Polygon", "coordinates": [[*ring, ring[0]]]}
 
 
@@ -286,7 +286,7 @@ class PublicCases(Layer[PublicCells]):
         if shown:
             traces.append({
                 "type": "choroplethmap",
-                "geojson": data.geojson,
+                "geojson": _subset(data.geojson, shown),
                 "locations": [p.code for p in shown],
                 "z": [round(p.on_time_share or 0.0, 4) for p in shown],
                 "zmin": 0, "zmax": 1,
@@ -306,7 +306,7 @@ class PublicCases(Layer[PublicCells]):
         if hidden:
             traces.append({
                 "type": "choroplethmap",
-                "geojson": data.geojson,
+                "geojson": _subset(data.geojson, hidden),
                 "locations": [p.code for p in hidden],
                 "z": [0] * len(hidden),
                 "colorscale": [[0, BELOW_K_COLOUR], [1, BELOW_K_COLOUR]],
@@ -317,6 +317,12 @@ class PublicCases(Layer[PublicCells]):
                 "name": t("public.below_k", lang).format(k=k),
             })
         return traces
+
+
+def _subset(geojson: dict[str, Any], places: list[PlaceStats]) -> dict[str, Any]:
+    """The features of ``places`` only: each trace carries its own shapes, not everybody's."""
+    wanted = {p.code for p in places}
+    return {"type": "FeatureCollection", "features": [f for f in geojson["features"] if f["id"] in wanted]}
 
 
 _OUTLINES_SQL: Final = text(
