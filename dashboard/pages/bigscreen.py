@@ -181,8 +181,8 @@ class Rendered:
     last_refresh: datetime | None
 
 
-def _store_basics(engine: Engine, cache: ScreenCache, version: int) -> tuple[tuple[date, date] | None,
-                                                                            list[tuple[str, str]]]:
+def _store_basics(engine: Engine, cache: ScreenCache, version: tuple[str, int]) -> tuple[
+        tuple[date, date] | None, list[tuple[str, str]]]:
     def read() -> tuple[tuple[date, date] | None, list[tuple[str, str]]]:
         with engine.connect() as conn:
             return rollups.data_span(conn), screen_data.districts(conn)
@@ -190,10 +190,10 @@ def _store_basics(engine: Engine, cache: ScreenCache, version: int) -> tuple[tup
     return cache.get_or_compute(cache.key("basics", version), read)
 
 
-def _snapshot(engine: Engine, period: screen_data.ScreenPeriod, area: str | None, version: int,
+def _snapshot(engine: Engine, period: screen_data.ScreenPeriod, area: str | None, version: tuple[str, int],
               span: tuple[date, date] | None, as_of: datetime) -> Snapshot:
     with engine.connect() as conn:
-        data = screen_data.read_screen(conn, period, area, version, span, as_of)
+        data = screen_data.read_screen(conn, period, area, version[1], span, as_of)
     view = MapView(area, period.date_from, period.date_to)
     return Snapshot(data, MapData(
         outlines=get_layer("admin_boundaries").query(engine, MapView(area)),
@@ -226,7 +226,8 @@ def build_screen(params: ScreenParams, step: int = 0, now: datetime | None = Non
     now = now or datetime.now(TIMEZONE)
     problems = [t("bs.bad_url", params.lang).format(error=e) for e in params.errors]
     with engine.connect() as conn:
-        version = screen_data.data_version(conn)
+        # The store's identity goes into every key with its data version: two stores never share an answer.
+        version = (engine.url.render_as_string(hide_password=True), screen_data.data_version(conn))
     span, districts = _store_basics(engine, cache, version)
     try:
         period = screen_data.choose_period(span, now.date(), params.date_from, params.date_to)
