@@ -396,3 +396,17 @@ def test_no_response_carries_personal_data_or_exact_places(client: FlaskClient, 
     sample = json.dumps({"x": city.names[0] + " " + city.phones[1][:3] + "-" + city.phones[1][3:7] + "-"
                          + city.phones[1][7:]}).encode()
     assert set(public_city.leaks(sample, city)) == {city.names[0], city.phones[1]}
+
+
+def test_answers_are_keyed_by_the_data_version(store: SuiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dashboard.public import cache as cache_module
+
+    monkeypatch.setattr(cache_module, "VERSION_SECONDS", 0.0)
+    cache = cache_module.AnswerCache(lambda: store.public)
+    calls: list[int] = []
+    assert cache.get_or_compute("q", 1, lambda: calls.append(1) or "a") == "a"
+    assert cache.get_or_compute("q", 1, lambda: calls.append(1) or "b") == "a", "a repeat is served cached"
+    with store.writer.begin() as conn:
+        conn.execute(text("UPDATE core.data_version SET version = version + 1"))  # what an ETL run does
+    assert cache.get_or_compute("q", 1, lambda: calls.append(1) or "c") == "c", "a new load is never stale"
+    assert len(calls) == 2

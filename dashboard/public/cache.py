@@ -43,6 +43,7 @@ class AnswerCache:
         self._lock = threading.Lock()
         self._local: OrderedDict[str, tuple[float, Any]] = OrderedDict()
         self._counts: dict[str, tuple[float, int]] = {}
+        self._computing: dict[str, threading.Lock] = {}
         self._version: tuple[float, int] | None = None
         self._redis: Any = None
         if redis_url:
@@ -73,9 +74,18 @@ class AnswerCache:
         found, value = self._get(key)
         if found:
             return value  # type: ignore[no-any-return]
-        value = compute()
-        self._set(key, value)
-        return value
+        # One computation per key per process: threads asking the same question wait for the first answer
+        # instead of all querying the database at once (a cold cache under load).
+        with self._lock:
+            key_lock = self._computing.setdefault(key, threading.Lock())
+        with key_lock:
+            found, value = self._get(key)
+            if not found:
+                value = compute()
+                self._set(key, value)
+        with self._lock:
+            self._computing.pop(key, None)
+        return value  # type: ignore[no-any-return]
 
     def _get(self, key: str) -> tuple[bool, Any]:
         if self._redis is not None:
