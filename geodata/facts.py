@@ -147,7 +147,10 @@ class _Month:
     columns: dict[str, np.ndarray]
     dictionaries: dict[str, np.ndarray]
     size: int = 0
-    _lookups: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    #: Dense workflow state per row (index into ``states``, the distinct ``flags`` values): counting states
+    #: with one bincount and summing them per measure is what makes a grouped count cheap.
+    state: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint8))
+    states: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
 
     def local(self, column: str, values: tuple[str, ...] | list[str]) -> np.ndarray:
         """Month-local indices of ``values`` in a dictionary column (absent values are dropped)."""
@@ -174,10 +177,22 @@ class CaseFacts:
     # --- keeping the months current -----------------------------------------------------------------
 
     def _stamps(self, conn: Connection) -> dict[date, str]:
+        """Every month that has a partition of cases, with the stamp of its last change.
+
+        A month the ETL has not stamped (a store loaded before the stamps existed) falls back on the store's
+        data version: correct, only re-read more often than needed.
+        """
         rows = conn.execute(text("SELECT name, refreshed_at FROM rollup.refresh_log WHERE name LIKE :prefix"),
                             {"prefix": f"{MONTH_STAMP_PREFIX}%"}).all()
-        return {date.fromisoformat(name[len(MONTH_STAMP_PREFIX):] + "-01"): f"{at.timestamp():.6f}"
-                for name, at in rows}
+        stamped = {date.fromisoformat(name[len(MONTH_STAMP_PREFIX):] + "-01"): f"{at.timestamp():.6f}"
+                   for name, at in rows}
+        version = conn.execute(text("SELECT version FROM core.data_version")).scalar_one()
+        partitions = conn.execute(text(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'core.case_record'::regclass")).scalars().all()
+        months = {date(int(name[-6:-2]), int(name[-2:]), 1) for name in partitions
+                  if len(name) == len("case_record_YYYYMM") and name[-6:].isdigit()}
+        return {month: stamped.get(month, f"v{version}") for month in months}
 
     def months(self, date_from: date, date_to: date) -> list[_Month]:
         """The months overlapping the period, each current with the store (re-read where its stamp moved)."""
@@ -203,7 +218,9 @@ class CaseFacts:
         for old in (self.folder / f"{month:%Y-%m}").iterdir():
             if old != folder:
                 shutil.rmtree(old, ignore_errors=True)
-        return _Month(month, stamp, columns, dictionaries, size=len(columns["day"]))
+        states, state = np.unique(np.asarray(columns["flags"]), return_inverse=True)
+        return _Month(month, stamp, columns, dictionaries, size=len(columns["day"]),
+                      state=state.astype(np.uint16), states=states.astype(np.int64))
 
     def _build(self, month: date, folder: Path) -> None:
         """Copy one month out of PostgreSQL (CSV through COPY, parsed by Arrow) into .npy columns."""
@@ -245,10 +262,20 @@ class CaseFacts:
         as_of_s = (as_of or datetime.now(TIMEZONE)).timestamp()
         parts = [self._month_counts(month, query, by, as_of_s) for month in self.months(query.date_from,
                                                                                             query.date_to)]
-        parts = [p for p in parts if p is not None and len(p)]
+        parts = [p for p in parts if p is not None]
         if not parts:
-            return pd.DataFrame(columns=[*_COUNT_FIELDS, *_CHANNEL_FIELDS]).rename_axis("key")
-        return pd.concat(parts).groupby(level=0).sum().rename_axis("key")
+            return pd.DataFrame(columns=list(_OUTPUT_FIELDS)).rename_axis("key")
+        # Months share labels (a street, a cell): sum their matrices by label, hashing the labels once.
+        codes, uniques = pd.factorize(np.concatenate([labels for labels, _ in parts]), use_na_sentinel=False)
+        total = np.zeros((len(uniques), len(_OUTPUT_FIELDS)))
+        at = 0
+        for labels, matrix in parts:
+            total[codes[at:at + len(labels)]] += matrix
+            at += len(labels)
+        frame = pd.DataFrame(total, index=pd.Index(uniques, name="key"), columns=list(_OUTPUT_FIELDS))
+        integral = [name for name in _OUTPUT_FIELDS if name != "handle_hours_sum"]
+        frame[integral] = frame[integral].round().astype(np.int64)
+        return frame[frame["reported"] > 0]
 
     def counts(self, query: FactQuery, as_of: datetime | None = None) -> CaseCounts:
         """The query's cohort counted as one (equal to ``kpi.count_cases`` with the same narrowing)."""
@@ -290,12 +317,13 @@ class CaseFacts:
             keep &= allowed[cols["category"]]
         return keep
 
-    def _month_counts(self, month: _Month, query: FactQuery, by: str, as_of_s: float) -> pd.DataFrame | None:
+    def _month_counts(self, month: _Month, query: FactQuery, by: str,
+                      as_of_s: float) -> tuple[np.ndarray, np.ndarray] | None:
         keep = self.mask(month, query)
         if keep is None:
             return None
-        rows = np.flatnonzero(keep)
-        if not len(rows):
+        rows: np.ndarray | slice = slice(None) if keep.all() else np.flatnonzero(keep)
+        if isinstance(rows, np.ndarray) and not len(rows):
             return None
         keys, labels = _group_keys(month, by, rows)
         return _measure(month, rows, keys, labels, as_of_s)
@@ -362,11 +390,12 @@ def _encode(table: pa.Table) -> dict[str, np.ndarray]:
     return out
 
 
-def _group_keys(month: _Month, by: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Dense group ids of ``rows`` and the label of each id."""
+def _group_keys(month: _Month, by: str, rows: np.ndarray | slice) -> tuple[np.ndarray, np.ndarray]:
+    """Dense group ids of ``rows`` (positions, or ``slice(None)`` for all) and the label of each id."""
     cols = month.columns
     if by == "total":
-        return np.zeros(len(rows), dtype=np.int64), np.array(["total"], dtype=object)
+        size = month.size if isinstance(rows, slice) else len(rows)
+        return np.zeros(size, dtype=np.int64), np.array(["total"], dtype=object)
     if by in UNIT_COLUMNS or by == "category":
         local = cols[by][rows]
         present = local >= 0
@@ -433,34 +462,53 @@ def _state_measures() -> dict[str, np.ndarray]:
 _STATE_MEASURES: Final = _state_measures()
 
 
-def _measure(month: _Month, rows: np.ndarray, keys: np.ndarray, labels: np.ndarray, as_of_s: float) -> pd.DataFrame:
+_INDICATORS: Final = np.column_stack([v for k, v in _STATE_MEASURES.items()]).astype(np.float64)
+_INDICATOR_NAMES: Final = tuple(_STATE_MEASURES)
+_OUTPUT_FIELDS: Final = (*_COUNT_FIELDS, *_CHANNEL_FIELDS)
+_OUTPUT_AT: Final = {name: i for i, name in enumerate(_OUTPUT_FIELDS)}
+
+
+def _measure(month: _Month, rows: np.ndarray | slice, keys: np.ndarray, labels: np.ndarray,
+             as_of_s: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """The month's groups: their labels and a (groups x _OUTPUT_FIELDS) matrix of sums."""
     cols = month.columns
-    groups = len(labels)
-    flags = cols["flags"][rows].astype(np.int64)
-    states, state_of = np.unique(flags, return_inverse=True)
-    table = np.bincount(keys * len(states) + state_of, minlength=groups * len(states)).reshape(groups, len(states))
-    out = {name: table @ indicator[states].astype(np.int64) for name, indicator in _STATE_MEASURES.items()}
-    # As-of measures: only open cases (neither closed nor voided) depend on the moment.
+    groups, n_states = len(labels), len(month.states)
+    table = np.bincount(keys * n_states + month.state[rows], minlength=groups * n_states).reshape(groups, n_states)
+    stored = table.astype(np.float64) @ _INDICATORS[month.states]  # one BLAS product for every stored count
+    out = np.zeros((groups, len(_OUTPUT_FIELDS)))
+    for i, name in enumerate(_INDICATOR_NAMES):
+        if name in _OUTPUT_AT:
+            out[:, _OUTPUT_AT[name]] = stored[:, i]
+    flags = np.asarray(cols["flags"][rows])
+
+    def count(where: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        picked = np.flatnonzero(where)
+        return np.bincount(keys[picked], weights=None if weights is None else weights[picked], minlength=groups)
+
+    # As-of measures: only open cases (neither closed nor voided) depend on the moment; they are few.
     open_rows = (flags & (CLOSED | VOIDED)) == 0
-    close_due = open_rows & (cols["close_deadline_s"][rows] <= as_of_s)
-    out["due_close"] = out["closed"] + np.bincount(keys, weights=close_due, minlength=groups).astype(np.int64)
-    out["due_close_not_extended"] = out.pop("_closed_not_extended") + np.bincount(
-        keys, weights=close_due & ((flags & EXTENDED) == 0), minlength=groups).astype(np.int64)
+    close_due = open_rows & (np.asarray(cols["close_deadline_s"][rows]) <= as_of_s)
+    closed_not_extended = stored[:, _INDICATOR_NAMES.index("_closed_not_extended")]
+    out[:, _OUTPUT_AT["due_close"]] = out[:, _OUTPUT_AT["closed"]] + count(close_due)
+    out[:, _OUTPUT_AT["due_close_not_extended"]] = closed_not_extended + count(close_due & ((flags & EXTENDED) == 0))
     overdue = open_rows & ((flags & DISPATCHED) > 0) & ((flags & HANDLED) == 0) & (
-        cols["handle_deadline_s"][rows] < as_of_s)
-    out["overdue_open"] = np.bincount(keys, weights=overdue, minlength=groups).astype(np.int64)
-    satisfaction = cols["satisfaction"][rows].astype(np.int64)
-    out["satisfaction_sum"] = np.bincount(keys, weights=satisfaction, minlength=groups).astype(np.int64)
-    out["satisfaction_count"] = np.bincount(keys, weights=satisfaction > 0, minlength=groups).astype(np.int64)
-    hours = cols["handle_hours"][rows].astype(np.float64)
+        np.asarray(cols["handle_deadline_s"][rows]) < as_of_s)
+    out[:, _OUTPUT_AT["overdue_open"]] = count(overdue)
+    satisfaction = np.asarray(cols["satisfaction"][rows])
+    rated = satisfaction > 0
+    out[:, _OUTPUT_AT["satisfaction_sum"]] = count(rated, satisfaction.astype(np.float64))
+    out[:, _OUTPUT_AT["satisfaction_count"]] = count(rated)
+    hours = np.asarray(cols["handle_hours"][rows])
     handled = ~np.isnan(hours)
-    out["handle_hours_sum"] = np.bincount(keys, weights=np.where(handled, hours, 0.0), minlength=groups)
-    out["handle_hours_count"] = np.bincount(keys, weights=handled, minlength=groups).astype(np.int64)
-    channel = np.bincount(keys * len(CHANNELS) + cols["channel"][rows], minlength=groups * len(CHANNELS))
-    for i, name in enumerate(_CHANNEL_FIELDS):
-        out[name] = channel.reshape(groups, len(CHANNELS))[:, i]
-    frame = pd.DataFrame(out, index=pd.Index(labels, name="key"))
-    return frame[frame["reported"] > 0]
+    # Most cases are handled: weigh every row instead of picking the handled ones first.
+    out[:, _OUTPUT_AT["handle_hours_sum"]] = np.bincount(keys, weights=np.where(handled, hours, 0.0),
+                                                         minlength=groups)
+    out[:, _OUTPUT_AT["handle_hours_count"]] = np.bincount(keys, weights=handled, minlength=groups)
+    channel = np.bincount(keys * len(CHANNELS) + np.asarray(cols["channel"][rows]), minlength=groups * len(CHANNELS))
+    first = _OUTPUT_AT[_CHANNEL_FIELDS[0]]
+    out[:, first:first + len(CHANNELS)] = channel.reshape(groups, len(CHANNELS))
+    present = out[:, _OUTPUT_AT["reported"]] > 0
+    return labels[present], out[present]
 
 
 def _decoded(month: _Month, name: str, rows: np.ndarray) -> np.ndarray:
