@@ -269,18 +269,9 @@ def register_callbacks(app: dash.Dash, settings: Settings, cache: AnswerCache,
 
 
 def _responsive(figure: dict[str, Any]) -> dict[str, Any]:
-    """Let the map take its box's height (CSS sets it per screen), and keep its style valid across updates.
-
-    The offline style has no source; plotly.js drops the empty ``sources`` object when it diffs a new
-    figure against the drawn one, and MapLibre then refuses the style ("missing required property
-    sources", shown as "Map error.").  An empty GeoJSON source keeps the object non-empty and loads nothing.
-    """
-    layout = figure["layout"]
-    layout.pop("height", None)
-    layout["autosize"] = True
-    style = layout["map"]["style"]
-    if isinstance(style, dict) and not style.get("sources"):
-        style["sources"] = {"none": {"type": "geojson", "data": {"type": "FeatureCollection", "features": []}}}
+    """Let the map take its box's height (CSS sets it per screen) instead of a fixed one."""
+    figure["layout"].pop("height", None)
+    figure["layout"]["autosize"] = True
     return figure
 
 
