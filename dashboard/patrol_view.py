@@ -12,12 +12,12 @@ from datetime import date, timedelta
 from typing import Any
 
 import pandas as pd
-from dash import html
+from dash import Patch, html
 from sqlalchemy import Engine, text
 
-from dashboard.maps import bounds_of, map_figure
+from dashboard.maps import map_figure
 from geodata.engines import reader_engine
-from geodata.patrol import patrol_shares, unit_names
+from geodata.patrol import patrol_shares
 from geodata.settings import get_settings
 from layers import get_layer
 from layers.base import MapView
@@ -64,11 +64,13 @@ def parse_street(value: Any) -> str:
     raise ValueError(f"not a street code: {value!r}")
 
 
-def grid_status_update(day: Any, street: Any, lang: Any, engine: Engine | None = None
-                       ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]], list[html.Div]]:
+def grid_status_update(day: Any, street: Any, lang: Any, engine: Engine | None = None, *, day_only: bool = False
+                       ) -> tuple[dict[str, Any] | Patch, list[dict[str, Any]], list[dict[str, Any]], list[html.Div]]:
     """The map figure, the grid table, the share table and the tiles for one street and day.
 
-    Raises ValueError for a day or street that is not one (the Dash callback turns that into no update).
+    With ``day_only`` (the slider moved, the street stayed) the figure comes as a :class:`dash.Patch` of the
+    grids' colours and hover texts only: the browser keeps the outlines it has.  Raises ValueError for a day
+    or street that is not one (the Dash callback turns that into no update).
     """
     engine = engine or reader_engine()
     lang = normalise_language(lang)
@@ -76,9 +78,15 @@ def grid_status_update(day: Any, street: Any, lang: Any, engine: Engine | None =
     settings = get_settings()
     layer = get_layer("patrol_grids")
     data = layer.query(engine, MapView(the_street), day=the_day, idle_days=settings.patrol_idle_days)
-    figure = map_figure(layer.draw(data, lang), settings, bounds_of(data.geojson), height=520)
+    traces = layer.draw(data, lang)
+    if day_only:
+        figure: dict[str, Any] | Patch = Patch()
+        figure["data"][0]["z"] = traces[0]["z"]
+        figure["data"][0]["customdata"] = traces[0]["customdata"]
+    else:
+        figure = map_figure(traces, settings, data.bounds, height=520)
     frame = data.status
-    return figure, grid_rows(frame, lang), share_rows(engine, frame, lang), tiles(frame, lang)
+    return figure, grid_rows(frame, lang), share_rows(frame, lang), tiles(frame, lang)
 
 
 def grid_rows(frame: pd.DataFrame, lang: str) -> list[dict[str, Any]]:
@@ -92,12 +100,13 @@ def grid_rows(frame: pd.DataFrame, lang: str) -> list[dict[str, Any]]:
                 frame["last_patrolled"], frame["idle_days"], strict=True)]
 
 
-def share_rows(engine: Engine, frame: pd.DataFrame, lang: str) -> list[dict[str, Any]]:
+def share_rows(frame: pd.DataFrame, lang: str) -> list[dict[str, Any]]:
     """Per community, then per management grid: grids, patrolled, share."""
     parts = [("community", patrol_shares(frame, "community_code").rename(columns={"community_code": "unit"})),
              ("management_grid",
               patrol_shares(frame, "management_grid_code").rename(columns={"management_grid_code": "unit"}))]
-    names = unit_names(engine, [u for _, p in parts for u in p["unit"]])
+    names = {**dict(zip(frame["community_code"], frame["community_name"], strict=True)),
+             **dict(zip(frame["management_grid_code"], frame["management_name"], strict=True))}
     rows = []
     for kind, part in parts:
         for unit, grids, patrolled, share, flagged in part[["unit", "grids", "patrolled", "share", "flagged"]].itertuples(

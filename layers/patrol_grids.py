@@ -29,15 +29,21 @@ _OUTLINES_SQL = text(
     "SELECT code, ST_AsGeoJSON(ST_SimplifyPreserveTopology(geom, 0.00001), 6) FROM core.admin_unit"
     " WHERE level = 'grid' AND code LIKE :prefix ORDER BY code")
 
+_EXTENT_SQL = text(
+    "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM (SELECT ST_Extent(geom)::geometry AS e"
+    " FROM core.admin_unit WHERE level = 'grid' AND code LIKE :prefix) s")
 
-@lru_cache(maxsize=32)
-def _outlines(engine: Engine, area_code: str, version: int) -> dict[str, Any]:
-    """The area's grids as a FeatureCollection keyed by code (cached per data version)."""
+
+@lru_cache(maxsize=64)
+def _outlines(engine: Engine, area_code: str, version: int) -> tuple[dict[str, Any], Any]:
+    """The area's grids as a FeatureCollection keyed by code, and its bounds (cached per data version)."""
     del version  # part of the cache key only
     with engine.connect() as conn:
         rows = conn.execute(_OUTLINES_SQL, {"prefix": area_code + "%"}).all()
-    return {"type": "FeatureCollection",
-            "features": [{"type": "Feature", "id": code, "geometry": json.loads(geometry)} for code, geometry in rows]}
+        extent = conn.execute(_EXTENT_SQL, {"prefix": area_code + "%"}).one()
+    geojson = {"type": "FeatureCollection",
+               "features": [{"type": "Feature", "id": code, "geometry": json.loads(geometry)} for code, geometry in rows]}
+    return geojson, None if extent[0] is None else tuple(float(v) for v in extent)
 
 
 def data_version(engine: Engine) -> int:
@@ -52,6 +58,7 @@ class PatrolGrids:
 
     geojson: dict[str, Any]
     status: pd.DataFrame
+    bounds: tuple[float, float, float, float] | None = None
 
 
 def status_of(frame: pd.DataFrame) -> list[str]:
@@ -71,8 +78,8 @@ class PatrolGridLayer(Layer[PatrolGrids]):
             raise LayerError("patrol coverage is drawn for one street or community")
         if day is None:
             raise LayerError("patrol coverage needs a day")
-        outlines = _outlines(engine, view.area_code, data_version(engine))
-        return PatrolGrids(outlines, grid_patrol_status(engine, day, view.area_code, idle_days))
+        outlines, bounds = _outlines(engine, view.area_code, data_version(engine))
+        return PatrolGrids(outlines, grid_patrol_status(engine, day, view.area_code, idle_days), bounds)
 
     def draw(self, data: PatrolGrids, lang: str) -> list[dict[str, Any]]:
         frame = data.status

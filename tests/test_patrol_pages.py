@@ -126,3 +126,18 @@ def test_patrol_and_sanitation_pages_render_in_chromium(internal_url: str) -> No
         assert "P-ROAD" in driver.find_element(By.ID, "sanitation-roads").text
         assert "C-77" in driver.find_element(By.ID, "sanitation-crews").text
         assert browser.severe_console_messages(driver) == []
+
+
+def test_a_day_change_sends_only_the_grids_colours(store: SuiteStore, patrol_city: Settings) -> None:
+    from dash import Patch
+
+    from dashboard.patrol_view import grid_status_update
+
+    full = grid_status_update(DAY.isoformat(), "370303002", "zh-CN", engine=store.reader)[0]
+    patch, rows, _shares, _tiles = grid_status_update((DAY + timedelta(days=1)).isoformat(), "370303002", "zh-CN",
+                                                      engine=store.reader, day_only=True)
+    assert isinstance(patch, Patch)
+    operations = patch.to_plotly_json()["operations"]
+    assert sorted(tuple(o["location"]) for o in operations) == [("data", 0, "customdata"), ("data", 0, "z")]
+    z = next(o["params"]["value"] for o in operations if o["location"][-1] == "z")
+    assert len(z) == len(full["data"][0]["z"]) == len(rows) and 2 not in z  # nobody patrolled the next day

@@ -91,7 +91,7 @@ def layout(lang: str | None = None, street: str | None = None, day: str | None =
 )
 def _on_day_or_street(day: Any, street: Any, lang: Any) -> Any:
     try:
-        return grid_status_update(day, street, lang)
+        return grid_status_update(day, street, lang, day_only=dash.ctx.triggered_id == "patrol-day")
     except ValueError:
         return dash.no_update, dash.no_update, dash.no_update, dash.no_update
 
