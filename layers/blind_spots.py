@@ -1,0 +1,77 @@
+"""Blind spots (监控盲区): the part of each unit grid that no camera sees, for a street or closer.
+
+``core.grid_coverage.blind_geom`` is each grid minus the union of the camera sectors (etl/coverage.py,
+recomputed after every camera or grid load).  Drawn only when the view is a street, a community or a grid —
+city-wide it would be tens of thousands of shapes — simplified to about a metre and cached by data version.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Final
+
+from sqlalchemy import Engine, text
+
+from layers.base import Layer, MapView, register
+from layers.i18n import t
+from layers.version_cache import cached
+
+#: The levels in view for which blind spots (and sectors) are drawn.
+DETAIL_LEVELS: Final = ("street", "community", "grid")
+BLIND_RGB: Final = (64, 64, 64)
+
+_SQL = text("""
+    SELECT v.grid_code AS code,
+           ST_AsGeoJSON(ST_SimplifyPreserveTopology(v.blind_geom, 0.00001), 6) AS geometry,
+           v.area_m2 - v.covered_m2 AS blind_m2
+      FROM core.grid_coverage v
+     WHERE v.grid_code LIKE :prefix AND v.blind_geom IS NOT NULL
+     ORDER BY v.grid_code""")
+
+
+@dataclass(frozen=True)
+class BlindSpots:
+    """The blind parts of the grids in view (GeoJSON keyed by grid code) and their areas."""
+
+    geojson: dict[str, Any]
+    codes: list[str]
+    blind_m2: list[float]
+
+
+@register
+class BlindSpotsLayer(Layer[BlindSpots]):
+    """Dark hatch-like fill over the parts of the grids no camera sees."""
+
+    name = "blind_spots"
+
+    def query(self, engine: Engine, view: MapView) -> BlindSpots:
+        if view.level not in DETAIL_LEVELS:
+            return BlindSpots({"type": "FeatureCollection", "features": []}, [], [])
+
+        def compute() -> BlindSpots:
+            with engine.connect() as conn:
+                rows = conn.execute(_SQL, {"prefix": f"{view.area_code}%"}).mappings().all()
+            features = [{"type": "Feature", "id": r["code"], "geometry": json.loads(r["geometry"])} for r in rows
+                        if r["geometry"]]
+            return BlindSpots({"type": "FeatureCollection", "features": features}, [f["id"] for f in features],
+                              [round(float(r["blind_m2"]), 1) for r in rows if r["geometry"]])
+
+        return cached(engine, "blind_spots", (view.area_code,), compute)
+
+    def draw(self, data: BlindSpots, lang: str) -> list[dict[str, Any]]:
+        if not data.codes:
+            return []
+        colour = "rgba({},{},{},0.55)".format(*BLIND_RGB)
+        return [{
+            "type": "choroplethmap",
+            "geojson": data.geojson,
+            "locations": data.codes,
+            "z": [1] * len(data.codes),
+            "colorscale": [[0, colour], [1, colour]],
+            "showscale": False,
+            "marker": {"line": {"width": 0}},
+            "customdata": data.blind_m2,
+            "hovertemplate": f"{t('coverage.blind', lang)} %{{location}}<br>%{{customdata:,.0f}} m²<extra></extra>",
+            "name": t("coverage.blind", lang),
+        }]
