@@ -7,6 +7,7 @@ management grid can cross a district line.  The last test reads the demo city's 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -214,6 +215,29 @@ def test_a_unit_grid_loaded_after_the_management_grids_gets_one(city: tuple[Engi
     assert (result.rows_new, result.rows_rejected) == (1, 0)
     assert _assigned(engine)["370303002002001"] == "C01"
     assert any("1 changed their management grid" in note for note in result.notes)
+
+
+def test_citygrid_load_takes_management_grids(city: tuple[Engine, Settings, Path]) -> None:
+    """`citygrid load management_grid FILE --crs GCJ02` runs the same loader and prints the balance."""
+    import subprocess
+    import sys
+
+    from geodata.settings import PROJECT_ROOT
+
+    engine, settings, tmp = city
+    _load(engine, settings, tmp / "good.geojson", GOOD)
+    path = factories.write_geojson(tmp / "cli.geojson", GOOD)
+    env = {"PATH": "/usr/bin:/bin", "COLUMNS": "200", "CITYGRID_DATA_DIR": str(tmp),
+           "DATABASE_URL": engine.url.render_as_string(hide_password=False)}
+    done = subprocess.run([sys.executable, "-m", "cli", "load", "management_grid", str(path), "--crs", "GCJ02",
+                           "--strict"], cwd=PROJECT_ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    row = next(line for line in done.stdout.splitlines() if "cli.geojson" in line and "│" in line)
+    assert [cell.strip() for cell in row.split("│")[3:8]] == ["3", "0", "0", "3", "0"]  # read new upd unch rej
+    assert re.search(r"unit grids: \d+ in a management grid \(0 changed by this load\)", done.stdout)
+    helped = subprocess.run([sys.executable, "-m", "cli", "load", "--help"], cwd=PROJECT_ROOT, capture_output=True,
+                            text=True, env=env, timeout=120)
+    assert "management_grid" in helped.stdout
 
 
 # ------------------------------------------------------------------------------------------ the demo city
