@@ -37,14 +37,16 @@ C.UTF-8 collation, ~30 % dearer than ``COLLATE "C"``); the reporters ~0.3 s.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Engine, text
 
 from etl import pgcopy
 from etl.store import raw_connection
@@ -221,3 +223,168 @@ def restore_reporter_key(driver: Any, key: tuple[str, str]) -> None:
     """Build the dropped key again (a duplicate fails here, as it would have failed the COPY)."""
     with driver.cursor() as cursor:
         cursor.execute(f'ALTER TABLE private.case_reporter ADD CONSTRAINT "{key[0]}" {key[1]}')
+
+
+# --- months filled beside the load's transaction ----------------------------------------------------------
+
+#: Months filled by the helper connection live, until the load attaches them, in ``core.case_stage_<run>_<month>``.
+STAGE_PREFIX = "case_stage_"
+STAGE_LOCK_TIMEOUT = "60s"
+
+
+def stage_table(run_id: int, month: int) -> str:
+    """The staging table of a month filled by the helper connection of run ``run_id``."""
+    return f"core.{STAGE_PREFIX}{int(run_id)}_{int(month)}"
+
+
+def drop_stale_stages(conn: Connection) -> list[str]:
+    """Drop staging tables a killed or failed load left behind; call holding the load lock.
+
+    A staging table is never a partition until the load that filled it attaches (and renames) it in its own
+    transaction, so one found unattached under the lock belongs to a load that ended without committing:
+    readers never saw it (they read ``core.case_record``), and nothing refers to it.
+    """
+    names = conn.execute(text(
+        "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = 'core' AND c.relkind = 'r' AND NOT c.relispartition"
+        " AND starts_with(c.relname, :prefix)"
+    ), {"prefix": STAGE_PREFIX}).scalars().all()
+    for name in names:
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+    return list(names)
+
+
+def _parent_definitions(driver: Any) -> tuple[list[str], list[tuple[str, str]]]:
+    """The parent's non-key index definitions and its primary key (name, definition)."""
+    with driver.cursor() as cursor:
+        indexes = [row[0] for row in cursor.execute(
+            "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i"
+            " WHERE i.indrelid = 'core.case_record'::regclass AND NOT i.indisprimary AND NOT i.indisunique"
+        ).fetchall()]
+        constraints = [(row[0], row[1]) for row in cursor.execute(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
+            " WHERE conrelid = 'core.case_record'::regclass AND contype = 'p'"
+        ).fetchall()]
+    return indexes, constraints
+
+
+class StageWriter:
+    """A second connection that fills some fresh months in staging tables, so both cores work on the server.
+
+    Why: the COPY of a month with its CHECKs and generated columns, and its index builds, cost the server
+    ~16 s of one backend's CPU per million cases; the months are independent until they are attached, so
+    half of them go through this connection while the load's own connection stores the other half (and
+    the reporters).  Each month is one transaction here: create ``core.case_stage_<run>_<month>`` (the
+    parent's columns, CHECKs and a CHECK of the month's bounds), COPY its batches in, build the parent's
+    key and indexes on it, commit.  The load's transaction then attaches it (:func:`attach_stage`): ATTACH
+    adopts the key and the indexes instead of building them, the bounds CHECK spares it the scan, and it
+    clones and checks the foreign key to ``core.category`` (one query).
+
+    Atomicity: a committed staging table is not a partition, so no reader sees its rows; only the load's
+    commit makes it one.  A load killed before that leaves unattached staging tables, which the next load
+    drops (:func:`drop_stale_stages`, under the load lock); a load that fails drops its own here.
+    """
+
+    def __init__(self, engine: Engine, run_id: int, months: Iterable[int]) -> None:
+        self.run_id = run_id
+        self.months = frozenset(int(m) for m in months)
+        self._conn = engine.connect()
+        # Waiting for a lock here could mean waiting for the load's own transaction: fail instead of hanging.
+        self._conn.exec_driver_sql(f"SET lock_timeout = '{STAGE_LOCK_TIMEOUT}'")
+        self._conn.commit()
+        self._writer = BackgroundWriter(self._conn)
+        self._committed: list[tuple[int, str]] = []
+        self._definitions: tuple[list[str], list[tuple[str, str]]] | None = None
+
+    def copy(self, month: int, parts: Sequence[pgcopy.BinaryRows], first: bool) -> None:
+        """Queue the COPY of a batch of ``month`` (creating its staging table with the first)."""
+        self._writer.submit(partial(self._copy, month, list(parts), first))
+
+    def finish(self, month: int) -> None:
+        """Queue the key and indexes of a month whose last rows are in, and its commit."""
+        self._writer.submit(partial(self._finish, month))
+
+    def close(self) -> list[tuple[int, str]]:
+        """Wait for every queued job; returns the committed months and their staging tables (to attach)."""
+        try:
+            self._writer.close()
+        finally:
+            self._conn.close()
+        return list(self._committed)
+
+    def abort(self) -> None:
+        """Stop, roll back the open month and drop the committed ones (best effort: see drop_stale_stages)."""
+        self._writer.abort()
+        try:
+            with contextlib.suppress(Exception):  # the next load drops what is left
+                driver = raw_connection(self._conn)
+                driver.rollback()
+                with driver.cursor() as cursor:
+                    for _, name in self._committed:
+                        cursor.execute(f"DROP TABLE IF EXISTS {name}")
+                driver.commit()
+        finally:
+            self._conn.close()
+
+    def _copy(self, month: int, parts: list[pgcopy.BinaryRows], first: bool, driver: Any) -> None:
+        name = stage_table(self.run_id, month)
+        if first:
+            lo, hi = _bounds_sql(month)
+            with driver.cursor() as cursor:
+                cursor.execute(
+                    f"CREATE TABLE {name} (LIKE core.case_record INCLUDING DEFAULTS INCLUDING GENERATED"
+                    " INCLUDING CONSTRAINTS INCLUDING STORAGE INCLUDING COMPRESSION);"
+                    f" ALTER TABLE {name} ADD CONSTRAINT {STAGE_PREFIX}bounds_{month}"
+                    f" CHECK (reported_at IS NOT NULL AND reported_at >= {lo} AND reported_at < {hi})"
+                )
+        copy_binary(driver, name, parts)
+
+    def _finish(self, month: int, driver: Any) -> None:
+        name = stage_table(self.run_id, month)
+        if self._definitions is None:
+            self._definitions = _parent_definitions(driver)
+        indexes, constraints = self._definitions
+        with driver.cursor() as cursor:
+            # Not the foreign keys: adding one locks the referenced table (its triggers), which the load's
+            # own ATTACHes hold until commit -- they would wait for each other.  ATTACH clones and checks them.
+            for _, definition in constraints:
+                if definition.startswith("PRIMARY KEY"):
+                    cursor.execute(f'ALTER TABLE {name} ADD CONSTRAINT "{name.split(".", 1)[1]}_pkey" {definition}')
+            for definition in indexes:
+                _, _, rest = definition.partition(" ON ONLY core.case_record ")
+                cursor.execute(f"CREATE INDEX ON {name} {rest}")
+        driver.commit()
+        self._committed.append((month, name))
+
+
+def attach_stage(driver: Any, name: str, month: int) -> None:
+    """(Load's transaction) Attach a filled staging table as ``core.case_record_<month>`` with its event table.
+
+    The key and the indexes are adopted (no build); the foreign key is cloned and checked; the bounds CHECK
+    spares the scan and is dropped; the table and its indexes are renamed as if ATTACH had made them.
+    """
+    lo, hi = _bounds_sql(month)
+    table = f"case_record_{month}"
+    stage = name.split(".", 1)[1]
+    with driver.cursor() as cursor:
+        cursor.execute(
+            f"ALTER TABLE core.case_record ATTACH PARTITION {name} FOR VALUES FROM ({lo}) TO ({hi});"
+            f" ALTER TABLE {name} DROP CONSTRAINT {STAGE_PREFIX}bounds_{month};"
+            f" ALTER TABLE {name} RENAME TO {table}"
+        )
+        renames = cursor.execute(
+            "SELECT c.relname, con.conname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+            " LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid"
+            " WHERE i.indrelid = %s::regclass",
+            (f"core.{table}",),
+        ).fetchall()
+        for index, constraint in renames:
+            if constraint is not None and constraint.startswith(stage):
+                cursor.execute(f'ALTER TABLE core.{table} RENAME CONSTRAINT "{constraint}" TO "{table}_pkey"')
+            elif index.startswith(stage):
+                cursor.execute(f'ALTER INDEX core."{index}" RENAME TO "{table}{index[len(stage):]}"')
+        cursor.execute(
+            f"CREATE TABLE core.case_event_{month} (LIKE core.case_event INCLUDING DEFAULTS INCLUDING GENERATED"
+            " INCLUDING CONSTRAINTS INCLUDING STORAGE INCLUDING COMPRESSION);"
+            f" ALTER TABLE core.case_event ATTACH PARTITION core.case_event_{month} FOR VALUES FROM ({lo}) TO ({hi})"
+        )

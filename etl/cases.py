@@ -45,10 +45,13 @@ from etl import pgcopy
 from etl.bulk import (
     PARTITION_TZ,
     BackgroundWriter,
+    StageWriter,
     attach_month,
+    attach_stage,
     copy_binary,
     create_month,
     drop_empty_reporter_key,
+    drop_stale_stages,
     encode_frame,
     existing_months,
     month_keys,
@@ -109,6 +112,9 @@ _GLOBAL_FIELDS = ("case_number", "reported_at")
 #: server stores one batch while the next is located: see :mod:`etl.bulk`.
 _BATCH_ROWS_MIN = 50_000
 _BATCHES = 8
+#: From this many rows on, a load with two fresh months or more fills every other one through a second
+#: connection (both cores on the server; see :class:`etl.bulk.StageWriter`).
+STAGE_MIN_ROWS = 100_000
 
 #: How each column of core.case_record travels in the binary COPY (see :mod:`etl.pgcopy`).
 CASE_COPY_TYPES: dict[str, str] = {
@@ -810,8 +816,11 @@ def _place_and_merge(ctx: LoadContext, work: pd.DataFrame, frame: pd.DataFrame) 
     # all fail validation gets none), attached after their last batch.
     fresh = new_months - existing_months(ctx.conn, new_months)
     created: set[int] = set()
+    drop_stale_stages(ctx.conn)
+    staged = _staged_months(fresh, len(work))
     reporter_key = drop_empty_reporter_key(ctx.conn, len(work)) if any(c in work for c in PERSONAL_COLUMNS) else None
     writer = BackgroundWriter(ctx.conn)
+    helper = StageWriter(ctx.conn.engine, ctx.run_id, staged) if staged else None
     delta = CaseRollupDelta()
     new_count, old_parts, new_days = 0, [], []
     try:
@@ -824,21 +833,30 @@ def _place_and_merge(ctx: LoadContext, work: pd.DataFrame, frame: pd.DataFrame) 
                 old_parts.append(batch[is_known])
             new = _where(batch, ~is_known)
             if len(new):
-                writer.submit(partial(_copy_all, _new_case_copies(new, fresh, created)))
+                copies, stage_copies = _new_case_copies(new, fresh, created, staged)
+                writer.submit(partial(_copy_all, copies))
+                for month, rows, first in stage_copies:
+                    assert helper is not None
+                    helper.copy(month, rows, first)
                 new_count += len(new)
                 new_days.append(new[["reported_at"]])
                 delta.add(new, +1)
             for month in done:
                 if month in created:
-                    writer.submit(partial(attach_month, month=month))
+                    _finish_month(writer, helper, month)
                     attached.add(month)
         for month in sorted(created - attached):
-            writer.submit(partial(attach_month, month=month))
+            _finish_month(writer, helper, month)
+        if helper is not None:
+            for month, name in helper.close():
+                writer.submit(partial(attach_stage, name=name, month=month))
         if reporter_key is not None:
             writer.submit(partial(restore_reporter_key, key=reporter_key))
         writer.close()
     except BaseException:
         writer.abort()
+        if helper is not None:
+            helper.abort()
         raise
     note_swapped(ctx, np.concatenate(lookups.swapped_rows) if lookups.swapped_rows else np.empty(0, np.int64))
     old = pd.concat(old_parts) if old_parts else work.iloc[0:0]
@@ -853,6 +871,14 @@ def _place_and_merge(ctx: LoadContext, work: pd.DataFrame, frame: pd.DataFrame) 
     _store_reporters(ctx, old, fresh=False)
     return MergeCounts(new=new_count, updated=updated, unchanged=unchanged, report_days=_report_days(*new_days),
                        rollup_delta=delta)
+
+
+def _finish_month(writer: BackgroundWriter, helper: StageWriter | None, month: int) -> None:
+    """A fresh month's last rows are in: attach it (the load's own) or index and commit it (the helper's)."""
+    if helper is not None and month in helper.months:
+        helper.finish(month)
+    else:
+        writer.submit(partial(attach_month, month=month))
 
 
 def _case_copy(frame: pd.DataFrame) -> list[pgcopy.BinaryRows]:
@@ -877,21 +903,34 @@ def _reporter_copy(frame: pd.DataFrame) -> list[pgcopy.BinaryRows]:
     return encode_frame(list(REPORTER_COPY_TYPES.items()), out)
 
 
-def _new_case_copies(new: pd.DataFrame, fresh: set[int], created: set[int]) -> list[tuple[str, Any, int | None]]:
+def _new_case_copies(new: pd.DataFrame, fresh: set[int], created: set[int], staged: frozenset[int] = frozenset(),
+                     ) -> tuple[list[tuple[str, Any, int | None]], list[tuple[int, Any, bool]]]:
     """New cases encoded per table: their fresh month tables (made first if still to make in ``created``),
-    or the parent; and their reporters.
+    or the parent; and their reporters.  The months in ``staged`` come apart, as (month, rows, first), for
+    the helper connection (:class:`etl.bulk.StageWriter`).
     """
     months = month_keys(new["reported_at"])
     in_fresh = np.isin(months, list(fresh)) if fresh else np.zeros(len(new), dtype=bool)
     copies: list[tuple[str, Any, int | None]] = []
+    stage_copies: list[tuple[int, Any, bool]] = []
     for month in np.unique(months[in_fresh]).tolist():
-        copies.append((f"core.case_record_{month}", _case_copy(_where(new, months == month)),
-                       None if month in created else month))
+        rows = _case_copy(_where(new, months == month))
+        if month in staged:
+            stage_copies.append((month, rows, month not in created))
+        else:
+            copies.append((f"core.case_record_{month}", rows, None if month in created else month))
         created.add(month)
     if (~in_fresh).any():
         copies.append(("core.case_record", _case_copy(new[~in_fresh]), None))
     copies.append(("private.case_reporter", _reporter_copy(new), None))
-    return copies
+    return copies, stage_copies
+
+
+def _staged_months(fresh: set[int], rows: int) -> frozenset[int]:
+    """The fresh months the helper connection fills: every other one, for a load big enough to gain by it."""
+    if rows < STAGE_MIN_ROWS or len(fresh) < 2:
+        return frozenset()
+    return frozenset(sorted(fresh)[0::2])
 
 
 def _copy_all(copies: list[tuple[str, list[pgcopy.BinaryRows], int | None]], driver: Any) -> None:

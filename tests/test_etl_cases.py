@@ -229,3 +229,48 @@ def test_no_reporter_or_event_is_ever_without_its_case(store: SuiteStore, city: 
             " (SELECT count(*) FROM private.case_reporter), (SELECT count(*) FROM core.case_event)")).one()
     assert orphans[0] == 0 and orphans[1] == 0
     assert orphans[2] > 0 and orphans[3] > 0, "the module's loads must have written reporters and events"
+
+
+def _partition_shape(conn, table: str) -> tuple[list[str], list[tuple[str, str]]]:  # type: ignore[no-untyped-def]
+    """Index names and constraints of a month partition, with its month replaced by M."""
+    month = table.rsplit("_", 1)[1]
+    indexes = sorted(n.replace(month, "M") for n in conn.execute(
+        text("SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = CAST(:t AS regclass)"), {"t": table}
+    ).scalars())
+    constraints = sorted((n.replace(month, "M"), d) for n, d in conn.execute(text(
+        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = CAST(:t AS regclass)"
+    ), {"t": table}))
+    return indexes, constraints
+
+
+def test_months_filled_by_the_helper_connection_end_like_the_others(
+    store: SuiteStore, city: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A big load fills every other fresh month through a second connection, in staging tables the load
+    attaches: they end exactly like the months the load's own connection made, and a staging table a
+    killed load left behind is dropped."""
+    from etl import cases
+    from etl.pipeline import LoadOptions, load_source
+
+    monkeypatch.setattr(cases, "STAGE_MIN_ROWS", 1)
+    with store.writer.begin() as conn:
+        conn.execute(text("CREATE TABLE core.case_stage_0_201001 (LIKE core.case_record)"))
+    months = ["2019-05", "2019-06", "2019-07"]
+    rows = [_row(f"STAGE{m[-2:]}{i:03d}", 上报时间=f"{m}-1{i % 9} 08:00:00", 立案时间=f"{m}-1{i % 9} 08:10:00",
+                 派遣时间=f"{m}-1{i % 9} 08:20:00", 处置时间=f"{m}-1{i % 9} 09:00:00", 结案时间=f"{m}-1{i % 9} 09:30:00")
+            for m in months for i in range(40)]
+    result = load_source(store.writer, _csv(tmp_path / "staged.csv", rows), LoadOptions(kind="case", crs="EPSG:4326"),
+                         city)
+    assert (result.rows_new, result.rows_rejected) == (120, 0), result.notes
+    with store.writer.connect() as conn:
+        tables = [f"core.case_record_{m.replace('-', '')}" for m in months]
+        shapes = [_partition_shape(conn, t) for t in tables]
+        assert shapes[0] == shapes[1] == shapes[2]  # 201905 and 201907 staged, 201906 the load's own
+        assert any(name.endswith("_M_pkey") for name in shapes[0][0]) and len(shapes[0][0]) == 4
+        for table in tables:
+            assert conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one() == 40  # noqa: S608
+        assert conn.execute(text("SELECT count(*) FROM core.case_record WHERE case_number LIKE 'STAGE%'")).scalar_one() == 120
+        assert conn.execute(text(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'core.case_event'::regclass"
+            " AND inhrelid::regclass::text LIKE 'core.case_event_20190%'")).scalar_one() == 3
+        assert conn.execute(text("SELECT count(*) FROM pg_class WHERE relname LIKE 'case_stage%'")).scalar_one() == 0
