@@ -2,7 +2,7 @@
 
 ``core.grid_coverage.blind_geom`` is each grid minus the union of the camera sectors (etl/coverage.py,
 recomputed after every camera or grid load).  Drawn only when the view is a street, a community or a grid —
-city-wide it would be tens of thousands of shapes — simplified to about a metre and cached by data version.
+city-wide it would be tens of thousands of shapes — simplified (about 5 m for a street, 1 m closer) and cached by data version.
 """
 
 from __future__ import annotations
@@ -19,11 +19,28 @@ from layers.version_cache import cached
 
 #: The levels in view for which blind spots (and sectors) are drawn.
 DETAIL_LEVELS: Final = ("street", "community", "grid")
+#: Simplification (degrees) by the level in view: about 5 m for a street's thousands of grids, 1 m closer.
+TOLERANCE: Final = {"street": 0.00005, "community": 0.00001, "grid": 0.00001}
 BLIND_RGB: Final = (64, 64, 64)
+#: Above this many shapes, blind spots go to the map as one multipolygon (no per-feature overhead or hover):
+#: a street of 2,000 grids stays well inside the 2 MB a figure may weigh.
+MERGE_ABOVE: Final = 600
+
+
+def merged(features: list[dict[str, Any]], feature_id: str) -> dict[str, Any]:
+    """One MultiPolygon feature holding every polygon of ``features`` (for drawing many shapes cheaply)."""
+    parts: list[Any] = []
+    for feature in features:
+        geometry = feature["geometry"]
+        if geometry["type"] == "Polygon":
+            parts.append(geometry["coordinates"])
+        elif geometry["type"] == "MultiPolygon":
+            parts.extend(geometry["coordinates"])
+    return {"type": "Feature", "id": feature_id, "geometry": {"type": "MultiPolygon", "coordinates": parts}}
 
 _SQL = text("""
     SELECT v.grid_code AS code,
-           ST_AsGeoJSON(ST_SimplifyPreserveTopology(v.blind_geom, 0.00001), 6) AS geometry,
+           ST_AsGeoJSON(ST_SimplifyPreserveTopology(v.blind_geom, :tolerance), 5) AS geometry,
            v.area_m2 - v.covered_m2 AS blind_m2
       FROM core.grid_coverage v
      WHERE v.grid_code LIKE :prefix AND v.blind_geom IS NOT NULL
@@ -51,7 +68,8 @@ class BlindSpotsLayer(Layer[BlindSpots]):
 
         def compute() -> BlindSpots:
             with engine.connect() as conn:
-                rows = conn.execute(_SQL, {"prefix": f"{view.area_code}%"}).mappings().all()
+                rows = conn.execute(_SQL, {"prefix": f"{view.area_code}%",
+                                          "tolerance": TOLERANCE[view.level]}).mappings().all()
             features = [{"type": "Feature", "id": r["code"], "geometry": json.loads(r["geometry"])} for r in rows
                         if r["geometry"]]
             return BlindSpots({"type": "FeatureCollection", "features": features}, [f["id"] for f in features],
@@ -63,6 +81,11 @@ class BlindSpotsLayer(Layer[BlindSpots]):
         if not data.codes:
             return []
         colour = "rgba({},{},{},0.55)".format(*BLIND_RGB)
+        if len(data.codes) > MERGE_ABOVE:
+            return [{"type": "choroplethmap", "name": t("coverage.blind", lang), "locations": ["blind"], "z": [1],
+                     "geojson": {"type": "FeatureCollection", "features": [merged(data.geojson["features"], "blind")]},
+                     "colorscale": [[0, colour], [1, colour]], "showscale": False, "marker": {"line": {"width": 0}},
+                     "hoverinfo": "skip"}]
         return [{
             "type": "choroplethmap",
             "geojson": data.geojson,

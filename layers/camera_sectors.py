@@ -1,8 +1,8 @@
 """Each camera's field of view (its sector, ``core.camera.coverage``) for a street, a community or a grid.
 
 Sectors are drawn only for those views: the city's ten thousand sectors would be a figure of many megabytes
-and unreadable at city zoom (the coverage share per unit says it better there).  Arcs are simplified to
-about 3 m in PostGIS (a 16-segment arc keeps its shape with a handful of vertices) and cached by data
+and unreadable at city zoom (the coverage share per unit says it better there).  Arcs are simplified in
+PostGIS to a tolerance that fits the view (a 16-segment arc keeps its shape with a handful of vertices) and cached by data
 version.  Offline cameras are drawn in grey, online ones in blue.
 """
 
@@ -16,16 +16,19 @@ from sqlalchemy import Engine, text
 
 from geodata.codes import CAMERA_TYPES
 from layers.base import Layer, MapView, register
-from layers.blind_spots import DETAIL_LEVELS
+from layers.blind_spots import DETAIL_LEVELS, MERGE_ABOVE, merged
 from layers.i18n import t, vocabulary_name
 from layers.version_cache import cached
 
+#: Simplification (degrees) by the level in view: a street may hold thousands of cameras (闻韶街道: 3,600),
+#: so its arcs keep a few vertices (about 8 m), a community's about 3 m; coordinates to 1e-5 (about 1 m).
+TOLERANCE: Final = {"street": 0.00008, "community": 0.00003, "grid": 0.00003}
 SECTOR_RGB: Final = (33, 113, 181)
 OFFLINE_RGB: Final = (150, 150, 150)
 
 _SQL = text("""
     SELECT camera_id, coalesce(name, camera_id) AS name, camera_type, online, range_m, fov_deg,
-           ST_AsGeoJSON(ST_SimplifyPreserveTopology(coverage, 0.00003), 6) AS geometry,
+           ST_AsGeoJSON(ST_SimplifyPreserveTopology(coverage, :tolerance), 5) AS geometry,
            ST_X(geom) AS lon, ST_Y(geom) AS lat
       FROM core.camera
      WHERE coverage IS NOT NULL AND grid_code LIKE :prefix
@@ -58,7 +61,8 @@ class CameraSectors(Layer[Sectors]):
 
         def compute() -> Sectors:
             with engine.connect() as conn:
-                found = conn.execute(_SQL, {"prefix": f"{view.area_code}%"}).mappings().all()
+                found = conn.execute(_SQL, {"prefix": f"{view.area_code}%",
+                                           "tolerance": TOLERANCE[view.level]}).mappings().all()
             features = [{"type": "Feature", "id": feature_id(r["camera_id"]), "geometry": json.loads(r["geometry"])}
                         for r in found]
             rows = [{"camera_id": r["camera_id"], "name": r["name"], "camera_type": r["camera_type"],
@@ -72,6 +76,18 @@ class CameraSectors(Layer[Sectors]):
         if not data.rows:
             return []
         on, off = "rgba({},{},{},0.45)".format(*SECTOR_RGB), "rgba({},{},{},0.45)".format(*OFFLINE_RGB)
+        if len(data.rows) > MERGE_ABOVE:  # thousands of cameras: two multipolygons, online and offline
+            features = {f["id"]: f for f in data.geojson["features"]}
+            groups = {state: [features[feature_id(r["camera_id"])] for r in data.rows if r["online"] == state]
+                      for state in (True, False)}
+            kept = [(state, merged(found, f"sectors-{'on' if state else 'off'}")) for state, found in groups.items()
+                    if found]
+            return [{"type": "choroplethmap", "name": t("coverage.sectors", lang),
+                     "geojson": {"type": "FeatureCollection", "features": [f for _, f in kept]},
+                     "locations": [f["id"] for _, f in kept], "z": [1 if state else 0 for state, _ in kept],
+                     "zmin": 0, "zmax": 1, "colorscale": [[0, off], [0.5, off], [0.5, on], [1, on]],
+                     "showscale": False, "marker": {"line": {"width": 0.5, "color": "rgba(8,48,107,0.7)"}},
+                     "hoverinfo": "skip"}]
         return [{
             "type": "choroplethmap",
             "geojson": data.geojson,

@@ -37,7 +37,7 @@ _UNITS_SQL = text("""
      ORDER BY u.code""")
 
 _GRIDS_SQL = text("""
-    SELECT g.code, g.name, ST_AsGeoJSON(ST_SimplifyPreserveTopology(g.geom, :tolerance), 6) AS geometry,
+    SELECT g.code, g.name, ST_AsGeoJSON(ST_SimplifyPreserveTopology(g.geom, :tolerance), 5) AS geometry,
            g.area_m2, coalesce(v.covered_m2, 0) AS covered_m2, coalesce(v.camera_count, 0) AS cameras,
            1 AS grids
       FROM core.admin_unit g
