@@ -45,6 +45,7 @@ import itertools
 import json
 import shutil
 import tempfile
+import warnings
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -1679,11 +1680,13 @@ def _write_management_grids(out_dir: Path, ground: Ground, mgrids: gpd.GeoDataFr
     street_names = dict(zip(ground.streets["code"], ground.streets["name"], strict=True))
     wgs = _to_wgs84(mgrids.geometry.to_numpy())
     gcj = shapely.transform(wgs, lambda xy: np.column_stack(wgs84_to_gcj02(xy[:, 0], xy[:, 1])))
-    _write_layer(gpd.GeoDataFrame({
-        "网格编码": mgrids["code"], "网格名称": mgrids["name"], "所属街道": mgrids["street"].map(street_names),
-        "所属社区": mgrids["community"].map(community_names), "社区编码": mgrids["community"],
-        "网格类型": np.where(mgrids["outer"], "外围管理网格", "城区管理网格"), "单元网格数": mgrids["units"]},
-        geometry=gcj, crs=4326), path, driver="GeoJSON")
+    with warnings.catch_warnings():  # no CRS on purpose: GeoJSON's only one is WGS 84, and these are GCJ-02
+        warnings.filterwarnings("ignore", "'crs' was not provided", UserWarning)
+        _write_layer(gpd.GeoDataFrame({
+            "网格编码": mgrids["code"], "网格名称": mgrids["name"], "所属街道": mgrids["street"].map(street_names),
+            "所属社区": mgrids["community"].map(community_names), "社区编码": mgrids["community"],
+            "网格类型": np.where(mgrids["outer"], "外围管理网格", "城区管理网格"), "单元网格数": mgrids["units"]},
+            geometry=gcj, crs=None), path, driver="GeoJSON")
     return _entry(out_dir, path, "management_grid", "GCJ02", len(mgrids), encoding="utf-8",
                   mapping="management_grids")
 
