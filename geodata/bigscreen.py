@@ -31,6 +31,8 @@ MAX_PERIOD_DAYS: Final = 366
 #: Days of the trend line, and how many rows each list panel holds.
 TREND_DAYS: Final = 30
 TICKER_ROWS: Final = 8
+#: Report days the ticker looks back over (open cases of the anchor day and the day before: a short sort).
+TICKER_DAYS: Final = 2
 RANKED_STREETS: Final = 8
 RECURRING_ROWS: Final = 6
 #: The "small matters stay in the grid" ladder shown on the screen (city departments are folded into district).
@@ -289,15 +291,23 @@ def _cameras(conn: Connection, area_code: str | None) -> Cameras:
 
 
 def _recurring(conn: Connection, area_code: str | None) -> list[RecurringRow]:
-    area_clause = "AND r.district_code = :area" if area_code else ""
-    rows = conn.execute(text(f"""
-        SELECT c.name_zh, c.name_en, coalesce(s.name, '') || coalesce(' ' || m.name, '') AS place,
+    """The places with the most repeats: per district the top rows by the rollup's (district, cases) index,
+    then the best of those, so the city's answer never sorts every recurring place."""
+    rows = conn.execute(text("""
+        SELECT r.name_zh, r.name_en, coalesce(s.name, '') || coalesce(' ' || m.name, '') AS place,
                r.cases, r.open_cases
-          FROM rollup.recurring_place r
-          JOIN core.category c ON c.kind = r.kind AND c.code = r.category_code
+          FROM core.admin_unit d
+          CROSS JOIN LATERAL (
+                SELECT c.name_zh, c.name_en, p.street_code, p.community_code, p.cases, p.open_cases,
+                       p.grid_code, p.category_code
+                  FROM rollup.recurring_place p
+                  JOIN core.category c ON c.kind = p.kind AND c.code = p.category_code
+                 WHERE p.district_code = d.code AND NOT c.sensitive
+                 ORDER BY p.cases DESC, p.open_cases DESC, p.grid_code, p.category_code
+                 LIMIT :rows) r
           LEFT JOIN core.admin_unit s ON s.code = r.street_code
           LEFT JOIN core.admin_unit m ON m.code = r.community_code
-         WHERE NOT c.sensitive {area_clause}
+         WHERE d.level = 'district' AND (CAST(:area AS text) IS NULL OR d.code = :area)
          ORDER BY r.cases DESC, r.open_cases DESC, r.grid_code, r.category_code
          LIMIT :rows"""), {"area": area_code, "rows": RECURRING_ROWS})
     return [RecurringRow(r[0], r[1], r[2], int(r[3]), int(r[4])) for r in rows]
@@ -314,7 +324,7 @@ def _ticker(conn: Connection, period: ScreenPeriod, area_code: str | None) -> li
           JOIN core.category c ON c.kind = o.kind AND c.code = o.category_code
           LEFT JOIN core.admin_unit s ON s.code = o.street_code
          ORDER BY o.reported_at DESC, o.case_number"""),
-        {"since": period.anchor - timedelta(days=7), "anchor": period.anchor, "area": area_code,
+        {"since": period.anchor - timedelta(days=TICKER_DAYS - 1), "anchor": period.anchor, "area": area_code,
          "rows": TICKER_ROWS})
     return [TickerRow(r[0], r[1], r[2], r[3], r[4] if r[4] in CASE_STATUSES else "reported") for r in rows]
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import date, datetime
 from typing import Any
 
@@ -158,3 +159,47 @@ def test_the_cache_computes_once_per_key_and_stays_bounded() -> None:
     for n in range(5):
         cache.get_or_compute(cache.key("x", n), lambda n=n: compute(n))
     assert len(cache) == 3
+
+
+@pytest.fixture()
+def redis_url() -> Iterator[str]:
+    """A Redis server of this test's own (Debian's redis-server), on a free loopback port."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    server = shutil.which("redis-server")
+    if server is None:
+        raise AssertionError("redis-server is missing: apt install redis-server")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        import redis
+
+        client = redis.Redis(port=port)
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_walls_on_several_workers_share_one_computation_through_redis(redis_url: str) -> None:
+    first, second = ScreenCache(redis_url), ScreenCache(redis_url)  # two worker processes' caches
+    calls: list[str] = []
+    key = first.key("render", ("db", 3), "2026-09-01:2026-09-30", "370303", "4k", "zh-CN")
+    assert first.get_or_compute(key, lambda: calls.append("first") or {"kpis": [1, 2]}) == {"kpis": [1, 2]}
+    assert second.get_or_compute(key, lambda: calls.append("second") or {"kpis": []}) == {"kpis": [1, 2]}
+    assert calls == ["first"]
+    broken = ScreenCache("redis://127.0.0.1:9/0")  # no Redis there: the wall carries on in-process
+    assert broken.get_or_compute(key, lambda: "computed") == "computed"
+    assert broken.get_or_compute(key, lambda: "again") == "computed"

@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Final
 
 import dash
+import numpy as np
 from dash import Input, Output, Patch, State, dcc, html, no_update
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -192,14 +194,19 @@ def _store_basics(engine: Engine, cache: ScreenCache, version: tuple[str, int]) 
 
 def _snapshot(engine: Engine, period: screen_data.ScreenPeriod, area: str | None, version: tuple[str, int],
               span: tuple[date, date] | None, as_of: datetime) -> Snapshot:
-    with engine.connect() as conn:
-        data = screen_data.read_screen(conn, period, area, version[1], span, as_of)
+    def panels() -> screen_data.ScreenData:
+        with engine.connect() as conn:
+            return screen_data.read_screen(conn, period, area, version[1], span, as_of)
+
     view = MapView(area, period.date_from, period.date_to)
-    return Snapshot(data, MapData(
-        outlines=get_layer("admin_boundaries").query(engine, MapView(area)),
-        heat=get_layer("case_heat").query(engine, view),
-        attention=get_layer("attention_grids").query(engine, view, as_of=as_of),  # type: ignore[call-arg]
-    ))
+    # Four independent reads on four pooled connections: the cold refresh after a load waits for the
+    # slowest of them, not for their sum.
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="bigscreen") as pool:
+        data = pool.submit(panels)
+        outlines = pool.submit(get_layer("admin_boundaries").query, engine, MapView(area))
+        heat = pool.submit(get_layer("case_heat").query, engine, view)
+        attention = pool.submit(get_layer("attention_grids").query, engine, view, as_of=as_of)
+        return Snapshot(data.result(), MapData(outlines.result(), heat.result(), attention.result()))
 
 
 def _rotation(params: ScreenParams, districts: list[tuple[str, str]], step: int) -> tuple[str | None, str]:
@@ -331,12 +338,27 @@ def _trend_figure(data: screen_data.ScreenData, lang: str, scale: float) -> dict
         yaxis={"gridcolor": grid, "rangemode": "tozero", "fixedrange": True, "nticks": 4})}
 
 
+def _rings_as_arrays(geojson: dict[str, Any]) -> dict[str, Any]:
+    """The same FeatureCollection with each polygon ring as a numpy array: plotly's JSON encoder hands arrays
+    to orjson whole, where nested lists of floats are walked one by one on every refresh."""
+    def rings(geometry: dict[str, Any]) -> dict[str, Any]:
+        coords = geometry["coordinates"]
+        if geometry["type"] == "Polygon":
+            coords = [np.asarray(ring, dtype=np.float64) for ring in coords]
+        elif geometry["type"] == "MultiPolygon":
+            coords = [[np.asarray(ring, dtype=np.float64) for ring in polygon] for polygon in coords]
+        return {**geometry, "coordinates": coords}
+
+    return {**geojson, "features": [{**f, "geometry": rings(f["geometry"])} for f in geojson["features"]]}
+
+
 def _map_traces(snap: Snapshot, theme: str, lang: str, scale: float) -> list[dict[str, Any]]:
     traces: list[dict[str, Any]] = []
     if theme in ("all", "heat"):
         traces += get_layer("case_heat").draw(snap.map.heat, lang)
     for trace in get_layer("admin_boundaries").draw(snap.map.outlines, lang):
         # On the dark wall the outlines lie over the heat: no fill, bright lines.
+        trace["geojson"] = _rings_as_arrays(trace["geojson"])
         trace["colorscale"] = [[0, "rgba(0,0,0,0)"], [1, "rgba(0,0,0,0)"]]
         trace["marker"] = {"line": {"color": "#7fc4ff", "width": 1.4 * scale}}
         traces.append(trace)
