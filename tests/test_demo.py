@@ -110,13 +110,13 @@ def test_manifest_lists_every_file_in_load_order(small: tuple[Path, dict[str, An
     out, manifest = small
     kinds = [f["kind"] for f in manifest["files"]]
     assert kinds == (["admin_unit"] * 4 + ["management_grid"] + ["component"] * 3 + ["camera"]
-                     + ["case"] * 13 + ["road"] + ["track"] * 14)  # 12 months + updates
+                     + ["case"] * 13 + ["road"] + ["track"] * 2)  # 12 months + updates
     assert [f.get("layer") for f in manifest["files"][1:3]] == ["streets", "communities"]
     assert [f["crs"] for f in manifest["files"][:7]] == ["GCJ02", "EPSG:4490", "EPSG:4490", "EPSG:4548",
                                                          "GCJ02", "EPSG:4490", "EPSG:4490"]
     assert manifest["files"][8]["crs"] == "GCJ02"  # cameras picked on an Amap map
     case_files = manifest["files"][9:]
-    case_files = [f for f in case_files if f["kind"] == "case"]  # the roads and 7 days of tracks follow
+    case_files = [f for f in case_files if f["kind"] == "case"]  # the roads and the week's tracks (CSV, GPX) follow
     assert {f["encoding"] for f in case_files} == {"gbk", "utf-8-sig", None}  # None: XLSX
     assert case_files[0]["path"].endswith(".xlsx") and case_files[0]["crs"] == "GCJ02"
     assert case_files[-1]["path"].startswith("cases/case_updates_")

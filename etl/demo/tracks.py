@@ -9,8 +9,8 @@ a few metres and dropouts of 10-40 minutes.  (The errors real exports also carry
 timestamps -- are the ETL tests' business: the demo loads without rejects.)
 
 Written as the city would hand them over, in GCJ-02 (phone and vehicle terminals report Amap coordinates):
-the roads as a GeoJSON line layer, patrollers and cleaners as one CSV per day with Chinese headers, trucks
-as one GPX per day.  Deterministic from the seed and the reference date.
+the roads as a GeoJSON line layer, patrollers and cleaners as one CSV for the week with Chinese headers,
+trucks as one GPX for the week (a track per truck and day).  Deterministic from the seed and the reference date.
 """
 
 from __future__ import annotations
@@ -211,6 +211,8 @@ def write_tracks(out_dir: Path, city: dict[str, Any], ground: Ground, components
     cleaner_paths = [np.concatenate([shapely.get_coordinates(line)
                                      for line in road_lines[(index * 3 + np.arange(3)) % len(road_lines)]])
                      for index in range(CLEANERS)]
+    tables: list[pd.DataFrame] = []
+    trucks: list[tuple[str, dict[str, np.ndarray]]] = []
     for day in days:
         parts: dict[str, list[Any]] = {k: [] for k in ("device", "name", "role", "t", "x", "y", "v")}
 
@@ -232,25 +234,40 @@ def write_tracks(out_dir: Path, city: dict[str, Any], ground: Ground, components
             add(f"CL{index + 1:04d}", f"保洁员{index + 1:03d}", "cleaner",
                 _day_fixes(rng, day, path_xy, "cleaner", [(6.0, 11.0), (14.0, 17.5)], 0.0))
         people = pd.DataFrame({k: np.concatenate(v) for k, v in parts.items()})
+        people = people[_in_city(ground, people["x"].to_numpy(), people["y"].to_numpy())]
         lon, lat = _lon_lat(people["x"].to_numpy(), people["y"].to_numpy(), "GCJ02")
-        table = pd.DataFrame({"设备编号": people["device"], "姓名": people["name"],
-                              "角色": people["role"].map(ROLE_WORDS), "定位时间": _local_text(day, people["t"].to_numpy()),
-                              "经度": lon, "纬度": lat, "速度": people["v"]})
-        path = folder / f"patrol_cleaning_{day.isoformat()}.csv"
-        _write_csv(path, table)
-        entries.append(_entry(out_dir, path, "track", "GCJ02", len(table), encoding="utf-8", mapping="tracks"))
-        emit(entries[-1])
-        entries.append(_write_trucks(out_dir, rng, day, facilities))
-        emit(entries[-1])
+        tables.append(pd.DataFrame({"设备编号": people["device"], "姓名": people["name"],
+                                    "角色": people["role"].map(ROLE_WORDS),
+                                    "定位时间": _local_text(day, people["t"].to_numpy()),
+                                    "经度": lon, "纬度": lat, "速度": people["v"]}))
+        trucks += _truck_tracks(ground, rng, day, facilities)
+    # One export for the week per platform: each file is one ETL run, and the week loads as two.
+    path = folder / f"patrol_cleaning_{days[0].isoformat()}_{days[-1].isoformat()}.csv"
+    table = pd.concat(tables, ignore_index=True)
+    _write_csv(path, table)
+    entries.append(_entry(out_dir, path, "track", "GCJ02", len(table), encoding="utf-8", mapping="tracks"))
+    emit(entries[-1])
+    path = folder / f"trucks_{days[0].isoformat()}_{days[-1].isoformat()}.gpx"
+    _write_gpx(path, trucks)
+    entries.append(_entry(out_dir, path, "track", "GCJ02", sum(len(t["time"]) for _, t in trucks), encoding="utf-8"))
+    emit(entries[-1])
     return entries
 
 
-def _write_trucks(out_dir: Path, rng: np.random.Generator, day: date, facilities: pd.DataFrame) -> dict[str, Any]:
-    """Each truck: a round of 5-8 facilities (toilets, then a transfer station), stopping at each."""
+def _in_city(ground: Ground, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Fixes safely inside a district: a device beyond the boundary is outside the platform's fence (no fix)."""
+    inside = np.zeros(len(x), dtype=bool)
+    for region in ground.inner.values():
+        inside |= shapely.contains_xy(region, x, y)
+    return inside
+
+
+def _truck_tracks(ground: Ground, rng: np.random.Generator, day: date, facilities: pd.DataFrame
+                  ) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """Each truck's day: a round of 5-8 facilities (toilets, then a transfer station), stopping at each."""
     tracks = []
     where = {(district, minor): group[["ax", "ay"]].to_numpy()
              for (district, minor), group in facilities.groupby(["district", "minor"])}
-    rows = 0
     for index in range(TRUCKS):
         district = "370303" if index % 3 else "370305"
         toilets, stations = where[(district, "0301")], where[(district, "0312")]
@@ -275,10 +292,9 @@ def _write_trucks(out_dir: Path, rng: np.random.Generator, day: date, facilities
             clock += int(stay[-1]) + FIX_S["truck"] if len(stay) else FIX_S["truck"]
             here = target
         s = np.concatenate(seconds)
-        lon, lat = _lon_lat(np.concatenate(x) + rng.normal(0, NOISE_M, len(s)),
-                            np.concatenate(y) + rng.normal(0, NOISE_M, len(s)), "GCJ02")
+        tx, ty = np.concatenate(x) + rng.normal(0, NOISE_M, len(s)), np.concatenate(y) + rng.normal(0, NOISE_M, len(s))
+        keep = _in_city(ground, tx, ty)
+        s, tx, ty = s[keep], tx[keep], ty[keep]
+        lon, lat = _lon_lat(tx, ty, "GCJ02")
         tracks.append((f"TK{index + 1:03d}", {"lon": lon, "lat": lat, "time": _utc_text(day, s)}))
-        rows += len(s)
-    path = out_dir / "tracks" / f"trucks_{day.isoformat()}.gpx"
-    _write_gpx(path, tracks)
-    return _entry(out_dir, path, "track", "GCJ02", rows, encoding="utf-8")
+    return tracks
