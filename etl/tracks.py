@@ -64,6 +64,8 @@ FACILITY_KINDS = {"0312": "transfer_station", "0301": "public_toilet"}
 #: A patroller within this distance of a case within this time of its report "was there".
 CASE_RADIUS_M = 50.0
 CASE_WINDOW_S = 15 * 60
+#: A crew first near a dispatched case later than this after the dispatch was not sent there (a later pass).
+ARRIVAL_WINDOW_S = 24 * 3600
 _CLOCK_SKEW = pd.Timedelta(minutes=10)
 _DAY_S = 86400
 _ENCODE_ROWS = 250_000
@@ -771,7 +773,9 @@ def _case_checks(ctx: LoadContext, rows: list[Any], fixes: Fixes, x: np.ndarray,
     reported = cases["reported"].to_numpy()[pairs["case"]]
     dispatched = cases["dispatched"].to_numpy(dtype=float)[pairs["case"]]
     present = pairs[pairs["patroller"] & (np.abs(pairs["t"] - reported) <= CASE_WINDOW_S)]["case"]
-    arrivals = pairs[pairs["t"].to_numpy() >= dispatched].sort_values("t").drop_duplicates("case").set_index("case")
+    after = pairs["t"].to_numpy() - dispatched
+    arrivals = pairs[(after >= 0) & (after <= ARRIVAL_WINDOW_S)].sort_values("t").drop_duplicates("case")
+    arrivals = arrivals.set_index("case")
     patrol = (cases["channel"] == "patrol").to_numpy()
     out = pd.DataFrame({
         "case_number": cases["case_number"], "case_reported_at": cases["reported_at"].astype(str),
