@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from functools import lru_cache
 from typing import Any, Final
 
 import h3
@@ -46,9 +47,11 @@ class CellCounts:
     cases: list[int]
 
 
+@lru_cache(maxsize=50_000)
 def _hexagon(cell: str) -> dict[str, Any]:
     """The cell's hexagon; coordinates as one numpy array, which plotly's JSON encoder passes to orjson whole
-    instead of walking a thousand nested lists per refresh (a city's heat is ~1,500 cells)."""
+    instead of walking a thousand nested lists per refresh (a city's heat is ~1,500 cells).  Cells do not
+    move, so each is computed once per process (a few MB for a province); callers must not change it."""
     boundary = np.asarray(h3.cell_to_boundary(cell), dtype=np.float64)[:, ::-1]  # (lat, lng) -> (lng, lat)
     ring = np.vstack([boundary, boundary[:1]])
     return {"type": "Polygon", "coordinates": ring[np.newaxis]}

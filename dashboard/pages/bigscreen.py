@@ -26,7 +26,9 @@ whose outputs are all ``bigscreen-*`` components (dashboard/auth.py).
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import pickle
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -255,8 +257,10 @@ def build_screen(params: ScreenParams, step: int = 0, now: datetime | None = Non
 
     def render() -> Rendered:
         snap = cache.get_or_compute(snap_key, lambda: _snapshot(engine, period, area, version, span, as_of))
-        return Rendered(render_key, area, theme, render_panels(snap, theme, params, settings),
-                        snap.data.last_refresh)
+        # A wall compares this digest with the one it shows: the as-of bucket moves every interval, but when
+        # the content is the same the wall is sent nothing.
+        digest = hashlib.sha256(pickle.dumps((snap, theme, params.screen, params.lang))).hexdigest()[:32]
+        return Rendered(digest, area, theme, render_panels(snap, theme, params, settings), snap.data.last_refresh)
 
     rendered = cache.get_or_compute(render_key, render)
     if rendered.last_refresh is None or now - rendered.last_refresh > timedelta(
