@@ -37,6 +37,7 @@ def create_internal_app(settings: Settings) -> dash.Dash:
 
     app.layout = shell.layout
     shell.register_callbacks(app)
+    bigscreen.register_callbacks(app)
 
     @server.get("/healthz")
     def _healthz() -> flask.Response:

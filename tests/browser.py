@@ -134,6 +134,10 @@ def element_pixels(driver: Any, css: str) -> Any:
     rect = driver.execute_script(
         "const r = document.querySelector(arguments[0]).getBoundingClientRect();"
         " return [r.left, r.top, r.width, r.height];", css)
+    if rect[2] < 1 or rect[3] < 1:  # not laid out yet: nothing to see (DevTools refuses an empty clip)
+        from PIL import Image
+
+        return Image.new("RGB", (0, 0))
     return screenshot(driver, tuple(rect))
 
 

@@ -570,17 +570,6 @@ def _fill(root: html.Div, panels: dict[str, Any]) -> None:
 _OUTPUTS = [Output(f"bigscreen-{name}", "figure" if name in GRAPH_PANELS else "children") for name in PANELS]
 
 
-@dash.callback(
-    *_OUTPUTS,
-    Output("bigscreen-refreshed", "children"),
-    Output("bigscreen-banner", "children"),
-    Output("bigscreen-banner", "className"),
-    Output("bigscreen-state", "data"),
-    Input("bigscreen-tick", "n_intervals"),
-    Input("bigscreen-rotate", "n_intervals"),
-    State("bigscreen-params", "data"),
-    State("bigscreen-state", "data"),
-)
 def refresh(_tick: int | None, rotate_step: int | None, params_data: Any, state: Any) -> tuple[Any, ...]:
     """Refresh in place: new panels only when something changed since this wall's last refresh; when the
     store is unreachable, keep everything and say so."""
@@ -617,6 +606,22 @@ def refresh(_tick: int | None, rotate_step: int | None, params_data: Any, state:
         out = tuple(values)
     log.debug("big screen refresh in %.1f ms", (time.perf_counter() - started) * 1000)
     return (*out, refreshed, banner, banner_class, new_state)
+
+
+def register_callbacks(app: dash.Dash) -> None:
+    """Register the refresh on ``app`` itself: ``dash.callback`` hands its callbacks to the first app that
+    serves a request, and a process may build more than one app (the tests do)."""
+    app.callback(
+        *_OUTPUTS,
+        Output("bigscreen-refreshed", "children"),
+        Output("bigscreen-banner", "children"),
+        Output("bigscreen-banner", "className"),
+        Output("bigscreen-state", "data"),
+        Input("bigscreen-tick", "n_intervals"),
+        Input("bigscreen-rotate", "n_intervals"),
+        State("bigscreen-params", "data"),
+        State("bigscreen-state", "data"),
+    )(refresh)
 
 
 dash.register_page(__name__, path="/bigscreen", name="Big screen", name_key="nav.bigscreen", order=90,
