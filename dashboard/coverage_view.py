@@ -15,7 +15,7 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from dashboard import filters
-from dashboard.maps import bounds_of, map_figure
+from dashboard.maps import map_figure
 from geodata.engines import reader_engine
 from geodata.settings import get_settings
 from layers import get_layer
@@ -93,7 +93,7 @@ def map_update(search: Any, engine: Engine | None = None, with_sites: bool = Fal
                                                  blind=blind.counts.total_blind)
     if view.level not in DETAIL_LEVELS:
         summary += " " + t("coverage.zoom_hint", lang)
-    figure = map_figure(traces, get_settings(), bounds_of(shares.geojson), height=MAP_HEIGHT)
+    figure = map_figure(traces, get_settings(), shares.bounds, height=MAP_HEIGHT)
     figure["layout"]["uirevision"] = state.area_code or "city"
     return (figure, summary, unit_frame.to_dict("records"),
             grid_frame.head(GRID_ROWS).to_dict("records"))

@@ -45,6 +45,10 @@ _GRIDS_SQL = text("""
      WHERE g.level = 'grid' AND g.code LIKE :prefix
      ORDER BY g.code""")
 
+_EXTENT_SQL = text("""
+    SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e)
+      FROM (SELECT ST_Extent(geom) AS e FROM core.admin_unit WHERE level = :level AND code LIKE :prefix) x""")
+
 
 @dataclass(frozen=True)
 class UnitCoverage:
@@ -53,6 +57,7 @@ class UnitCoverage:
     level: str
     geojson: dict[str, Any]
     rows: list[dict[str, Any]]  # code, name, area_m2, covered_m2, covered_share, cameras, grids
+    bounds: tuple[float, float, float, float] | None = None  # west, south, east, north of the units drawn
 
 
 def unit_coverage(engine: Engine, view: MapView) -> UnitCoverage:
@@ -70,7 +75,10 @@ def unit_coverage(engine: Engine, view: MapView) -> UnitCoverage:
             rows.append({"code": r["code"], "name": r["name"], "area_m2": round(float(r["area_m2"]), 1),
                          "covered_m2": round(float(r["covered_m2"]), 1), "covered_share": round(share, 4),
                          "cameras": int(r["cameras"]), "grids": int(r["grids"])})
-        return UnitCoverage(level, {"type": "FeatureCollection", "features": features}, rows)
+        with engine.connect() as conn:
+            box = conn.execute(_EXTENT_SQL, params).one()
+        bounds = None if box[0] is None else (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
+        return UnitCoverage(level, {"type": "FeatureCollection", "features": features}, rows, bounds)
 
     return cached(engine, "coverage_share", (view.area_code,), compute)
 
