@@ -158,7 +158,7 @@ def children_assets(conn: Connection, parent: str | None) -> dict[str, UnitAsset
             for r in rows}
 
 
-def _case_where(query: FactQuery) -> tuple[str, dict[str, Any]]:
+def case_filter_sql(query: FactQuery) -> tuple[str, dict[str, Any]]:
     """WHERE clauses of raw cases for a validated FactQuery (values bound, columns from constants)."""
     start, end = period_bounds(query.date_from, query.date_to)
     clauses = ["c.reported_at >= :start", "c.reported_at < :end"]
@@ -197,7 +197,7 @@ def case_page(conn: Connection, query: FactQuery, page: int, page_size: int) -> 
         raise PlannerError(f"page must be a whole number from 0, not {str(page)[:12]!r}")
     if not isinstance(page_size, int) or isinstance(page_size, bool) or not 1 <= page_size <= MAX_PAGE_SIZE:
         raise PlannerError(f"page size must be 1-{MAX_PAGE_SIZE}, not {str(page_size)[:12]!r}")
-    where, params = _case_where(query)
+    where, params = case_filter_sql(query)
     total = int(conn.execute(text(f"SELECT count(*) FROM core.case_record c WHERE {where}"), params).scalar_one())
     rows = conn.execute(text(f"""
         SELECT c.case_number, c.reported_at, c.kind, c.category_code, c.source_channel, c.status,
@@ -220,8 +220,26 @@ class StageEvent:
     note: str | None
 
 
+_TIMELINE_SQL: Final = text("""
+    WITH one AS (
+        SELECT * FROM core.case_record
+         WHERE case_number = :n AND reported_at >= :start AND reported_at < :end)
+    SELECT stage, occurred_at, actor_unit, note FROM core.case_event
+     WHERE case_number = :n AND case_reported_at >= :start AND case_reported_at < :end
+    UNION
+    SELECT s.stage, s.at, CASE WHEN s.stage IN ('handled', 'closed') THEN one.handling_unit END, NULL
+      FROM one CROSS JOIN LATERAL (VALUES ('reported', one.reported_at), ('registered', one.registered_at),
+                                          ('dispatched', one.dispatched_at), ('handled', one.handled_at),
+                                          ('closed', one.closed_at), ('voided', one.voided_at),
+                                          ('evaluated', one.evaluated_at)) AS s(stage, at)
+     WHERE s.at IS NOT NULL
+    ORDER BY 2, 1""")
+
+
 def case_timeline(conn: Connection, case_number: Any, reported_on: Any) -> list[StageEvent]:
-    """The stage history of one case, oldest first.
+    """The stage history of one case, oldest first: its recorded events (``core.case_event``: returns,
+    extensions, rework …) together with the stage times the case itself holds (loads that arrive with every
+    timestamp at once record no separate event for each).  A stage at the same moment appears once.
 
     ``reported_on`` (the case's report day, ``YYYY-MM-DD``) picks the partition; both values are checked.
     """
@@ -233,7 +251,12 @@ def case_timeline(conn: Connection, case_number: Any, reported_on: Any) -> list[
     except ValueError:
         raise PlannerError(f"not a report day: {str(reported_on)[:20]!r}") from None
     start, end = period_bounds(day, day)
-    rows = conn.execute(text("""SELECT stage, occurred_at, actor_unit, note FROM core.case_event
-                                 WHERE case_number = :n AND case_reported_at >= :start AND case_reported_at < :end
-                                 ORDER BY occurred_at, stage"""), {"n": case_number, "start": start, "end": end})
-    return [StageEvent(stage, at.astimezone(TIMEZONE), actor, note) for stage, at, actor, note in rows]
+    rows = conn.execute(_TIMELINE_SQL, {"n": case_number, "start": start, "end": end}).all()
+    seen: set[tuple[str, datetime]] = set()
+    out = []
+    for stage, at, actor, note in rows:
+        if (stage, at) in seen:  # the same step from both sources
+            continue
+        seen.add((stage, at))
+        out.append(StageEvent(stage, at.astimezone(TIMEZONE), actor, note))
+    return out

@@ -13,7 +13,8 @@ import layers.coverage_share
 import layers.crews  # (the tracks' layers register themselves too)
 import layers.patrol_grids
 import layers.recurring_places  # (and the planners' heatmap and coverage layers)
-import layers.road_sweep  # noqa: F401
+import layers.road_sweep
+import layers.unit_choropleth  # noqa: F401  (grid statistics)
 from layers import admin_boundaries, attention_grids, case_heat  # noqa: F401  (register the layers)
 from layers.base import get_layer, layer_names
 
