@@ -138,20 +138,17 @@ class CaseRollupDelta:
             return
         m = case_measures(cases)
         measures = list(rollups.MEASURES)
-        signed = m[measures] * sign
-        keyed = pd.concat([m[["district_code", "street_code", "community_code", "day"]], signed], axis=1)
-        self.units.append(keyed.groupby(["district_code", "street_code", "community_code", "day"], dropna=False,
-                                        sort=False)[measures].sum().reset_index())
-        grid = pd.concat([m[["grid_code", "month"]], signed], axis=1)
-        self.grids.append(grid[grid["grid_code"].notna()].groupby(["grid_code", "month"], sort=False)[measures]
-                          .sum().reset_index())
-        category = pd.concat([m[["district_code", "day", "kind", "category_code"]],
-                              m[list(_CATEGORY_MEASURES)] * sign], axis=1)
-        self.categories.append(category.groupby(["district_code", "day", "kind", "category_code"], sort=False)
-                               [list(_CATEGORY_MEASURES)].sum().reset_index())
-        cell = pd.concat([m[["district_code", "day", "h3_r8"]], m[["reported", "closed"]] * sign], axis=1)
-        self.cells.append(cell[cell["h3_r8"].notna()].groupby(["district_code", "day", "h3_r8"], sort=False)
-                          [["reported", "closed"]].sum().reset_index())
+        values = m[measures].to_numpy(dtype=np.float64) * sign
+        self.units.append(_sum_by(m, ["district_code", "street_code", "community_code", "day"], values, measures))
+        has_grid = m["grid_code"].notna().to_numpy()
+        self.grids.append(_sum_by(m[has_grid], ["grid_code", "month"], values[has_grid], measures))
+        category_values = m[list(_CATEGORY_MEASURES)].to_numpy(dtype=np.float64) * sign
+        self.categories.append(_sum_by(m, ["district_code", "day", "kind", "category_code"], category_values,
+                                       list(_CATEGORY_MEASURES)))
+        has_cell = m["h3_r8"].notna().to_numpy()
+        self.cells.append(_sum_by(m[has_cell], ["district_code", "day", "h3_r8"],
+                                  m.loc[has_cell, ["reported", "closed"]].to_numpy(dtype=np.float64) * sign,
+                                  ["reported", "closed"]))
         cases = _with_times(cases)
         if sign < 0:
             self.gone.append(cases[["case_number", "reported_at"]])
@@ -213,6 +210,31 @@ class CaseRollupDelta:
                               " AND reported = 0"), span)
         rollups.finish_case_refresh(conn, self.first_day, self.last_day, run_id, time.perf_counter() - started)
         return time.perf_counter() - started
+
+
+def _sum_by(frame: pd.DataFrame, keys: list[str], values: np.ndarray, names: list[str]) -> pd.DataFrame:
+    """Sum ``values`` (rows x names) by the key columns, missing keys kept as a group of their own.
+
+    Why not ``DataFrame.groupby``: on text keys with thirty value columns it took seconds per hundred
+    thousand cases; hashing each key once and summing with ``bincount`` takes a tenth of that.
+    """
+    if frame.empty:
+        return pd.DataFrame(columns=[*keys, *names])
+    codes, uniques = [], []
+    for key in keys:
+        code, unique = pd.factorize(frame[key], use_na_sentinel=False)
+        codes.append(code.astype(np.int64))
+        uniques.append(np.asarray(unique, dtype=object))
+    combined = codes[0]
+    for code, unique in zip(codes[1:], uniques[1:], strict=True):
+        combined = combined * len(unique) + code
+    group, distinct = pd.factorize(combined)
+    first = np.empty(len(distinct), dtype=np.int64)
+    first[group[::-1]] = np.arange(len(group) - 1, -1, -1)
+    out = {key: uniques[i][codes[i][first]] for i, key in enumerate(keys)}
+    for j, name in enumerate(names):
+        out[name] = np.bincount(group, weights=values[:, j], minlength=len(distinct))
+    return pd.DataFrame(out)
 
 
 def _open_rows(cases: pd.DataFrame, day: pd.Series) -> pd.DataFrame:
