@@ -173,6 +173,7 @@ class CaseFacts:
         self.folder = (settings or get_settings()).data_dir / "cache" / "facts" / _db_key(engine)
         self._months: dict[date, _Month] = {}
         self._lock = threading.Lock()
+        self._stamps_at: tuple[int, dict[date, str]] | None = None  # (data version, stamps)
 
     # --- keeping the months current -----------------------------------------------------------------
 
@@ -197,7 +198,14 @@ class CaseFacts:
     def months(self, date_from: date, date_to: date) -> list[_Month]:
         """The months overlapping the period, each current with the store (re-read where its stamp moved)."""
         with self.engine.connect() as conn:
-            stamps = self._stamps(conn)
+            # Every load bumps the data version: while it stands still, the stamps read last still hold.
+            version = conn.execute(text("SELECT version FROM core.data_version")).scalar_one()
+            cached = self._stamps_at
+            if cached is not None and cached[0] == version:
+                stamps = cached[1]
+            else:
+                stamps = self._stamps(conn)
+                self._stamps_at = (version, stamps)
         wanted = [m for m in sorted(stamps) if m <= date_to and _next_month(m) > date_from]
         out = []
         with self._lock:
