@@ -31,7 +31,9 @@ def create_internal_app(settings: Settings) -> dash.Dash:
         suppress_callback_exceptions=True,
     )
     # Pages register themselves on import, which Dash allows only once the app exists.
+    import dashboard.pages.coverage
     import dashboard.pages.grid_stats
+    import dashboard.pages.heatmap
     import dashboard.pages.patrol
     import dashboard.pages.sanitation  # noqa: F401
     from dashboard.pages import bigscreen, home  # noqa: F401
