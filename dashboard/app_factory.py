@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import dash
 import flask
@@ -11,6 +12,32 @@ from geodata.engines import writer_engine
 from geodata.settings import Settings
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+
+#: The pages' ``dash.callback`` registrations, taken from Dash's process-wide lists once (see below).
+_PAGE_CALLBACKS: tuple[list[Any], dict[str, Any], list[Any]] | None = None
+
+
+def _give_page_callbacks(app: dash.Dash) -> None:
+    """Hand the pages' callbacks to this app, however many apps the process builds.
+
+    Why: ``dash.callback`` keeps registrations in module globals that the first app to serve a request
+    takes and empties, so a second internal app in the same process (the tests build several; a
+    multi-tenant deployment could) would serve pages whose callbacks do not exist.  The pages register at
+    import, once per process: take their callbacks then, and give every app its own copy.
+    """
+    global _PAGE_CALLBACKS
+    from dash import _callback
+
+    if _PAGE_CALLBACKS is None:
+        _PAGE_CALLBACKS = (list(_callback.GLOBAL_CALLBACK_LIST), dict(_callback.GLOBAL_CALLBACK_MAP),
+                           list(_callback.GLOBAL_INLINE_SCRIPTS))
+        _callback.GLOBAL_CALLBACK_LIST.clear()
+        _callback.GLOBAL_CALLBACK_MAP.clear()
+        _callback.GLOBAL_INLINE_SCRIPTS.clear()
+    callbacks, callback_map, scripts = _PAGE_CALLBACKS
+    app._callback_list.extend(dict(c) for c in callbacks)
+    app.callback_map.update(callback_map)
+    app._inline_scripts.extend(scripts)
 
 
 def create_internal_app(settings: Settings) -> dash.Dash:
@@ -38,6 +65,7 @@ def create_internal_app(settings: Settings) -> dash.Dash:
     import dashboard.pages.sanitation  # noqa: F401
     from dashboard.pages import bigscreen, home  # noqa: F401
 
+    _give_page_callbacks(app)
     app.layout = shell.layout
     shell.register_callbacks(app)
     bigscreen.register_callbacks(app)
