@@ -92,6 +92,8 @@ def plan(base: str) -> list[tuple[str, str, dict[str, Any] | None]]:
             items.append(("map", "/_dash-update-component", body))
             if days == 30 and unit == "h3_r8":
                 answer = requests.post(base + "/_dash-update-component", json=body, timeout=120).json()
+                if "response" not in answer:
+                    raise SystemExit(f"the public map did not answer: {str(answer)[:300]}")
                 traces = answer["response"]["public-map"]["figure"]["data"][1:]
                 best = max(((c[2], loc) for tr in traces if len(tr.get("customdata", [[]])[0] or []) > 2
                             for loc, c in zip(tr["locations"], tr["customdata"], strict=True)), default=None)
