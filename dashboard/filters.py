@@ -226,6 +226,23 @@ def problem(error: Exception | str, lang: str, element_id: str = ERROR_ID) -> ht
                     id=element_id, role="alert")
 
 
+def state_for_page(query: Mapping[str, Any], element_id: str) -> tuple[PlannerFilters, html.Div | None]:
+    """A page layout's filters from its URL, or the default view and the message naming the bad value."""
+    lang = normalise_language(query.get("lang"))
+    try:
+        return from_query(query), None
+    except FilterError as exc:
+        return from_query({"lang": lang}), problem(exc, lang, element_id=element_id)
+
+
+def triggered_id() -> Any:
+    """The id of the input that fired, or None when a callback is called outside a request (tests, bench)."""
+    try:
+        return dash.ctx.triggered_id
+    except dash.exceptions.MissingCallbackContextException:
+        return None
+
+
 # --- the filter bar ----------------------------------------------------------------------------------------
 
 def _label(names: tuple[str, str], lang: str) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -118,13 +119,13 @@ def settings(tmp_path) -> Settings:  # type: ignore[no-untyped-def]
     return Settings(data_dir=tmp_path)
 
 
-@pytest.fixture(scope="module")
-def app_environment(store: SuiteStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    """Point CityGrid's process-wide settings and engines at the suite's database for one module."""
+@contextmanager
+def pointed_at(target: SuiteStore, data_dir: Path) -> Iterator[Settings]:
+    """CityGrid's process-wide settings and engines on ``target``'s database (and ``data_dir``), then back."""
     with pytest.MonkeyPatch.context() as patch:
-        for key, value in store.environment().items():
+        for key, value in target.environment().items():
             patch.setenv(key, value)
-        patch.setenv("CITYGRID_DATA_DIR", str(tmp_path_factory.mktemp("app-data")))
+        patch.setenv("CITYGRID_DATA_DIR", str(data_dir))
         get_settings.cache_clear()
         engines.dispose_all()
         try:
@@ -134,6 +135,13 @@ def app_environment(store: SuiteStore, tmp_path_factory: pytest.TempPathFactory)
             get_settings.cache_clear()
     engines.dispose_all()
     get_settings.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def app_environment(store: SuiteStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """Point CityGrid's process-wide settings and engines at the suite's database for one module."""
+    with pointed_at(store, tmp_path_factory.mktemp("app-data")) as settings:
+        yield settings
 
 
 @contextmanager
@@ -189,3 +197,11 @@ def demo_city(store: SuiteStore, tmp_path_factory: pytest.TempPathFactory) -> It
         finally:
             demo_store.reader.dispose()
             demo_store.public.dispose()
+
+
+@pytest.fixture(scope="module")
+def app_env_demo(demo_city: DemoCity, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """Settings and engines on the session's demo city for one module (the planner pages' tests); the data
+    folder (facts cache) is the module's own."""
+    with pointed_at(demo_city.store, tmp_path_factory.mktemp("planner-data")) as settings:
+        yield settings

@@ -16,7 +16,6 @@ from geodata.kpi import TIMEZONE
 from geodata.settings import Settings
 from tests.conftest import DemoCity
 from tests.planner_app import shared_internal_app
-from tests.planner_env import app_env_demo  # noqa: F401  (fixture)
 from tests.test_auth import login, update_body
 
 USER, PASSWORD = "planner.coverage", "Planner-cover-2025"
@@ -33,7 +32,7 @@ def _search(area: str | None = None, **extra: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def units(demo_city: DemoCity, app_env_demo: Settings) -> dict[str, str]:  # noqa: F811
+def units(demo_city: DemoCity, app_env_demo: Settings) -> dict[str, str]:
     """A community with both cameras and blind-spot cases in the period, and its parents."""
     with demo_city.store.reader.connect() as conn:
         community = conn.execute(text(
@@ -137,7 +136,7 @@ def test_invalid_values_give_a_clear_error(demo_city: DemoCity) -> None:
 
 
 @pytest.fixture(scope="module")
-def app(demo_city: DemoCity, app_env_demo: Settings) -> dash.Dash:  # noqa: F811
+def app(demo_city: DemoCity, app_env_demo: Settings) -> dash.Dash:
     if not any(u.username == USER for u in accounts.list_users(demo_city.store.writer)):
         accounts.add_user(demo_city.store.writer, USER, PASSWORD, "planner", "覆盖测试")
     return shared_internal_app(app_env_demo)

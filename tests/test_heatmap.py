@@ -17,7 +17,6 @@ from geodata.kpi import TIMEZONE
 from geodata.settings import Settings
 from tests.conftest import DemoCity
 from tests.planner_app import shared_internal_app
-from tests.planner_env import app_env_demo  # noqa: F401  (fixture)
 from tests.test_auth import login, update_body
 
 USER, PASSWORD = "planner.heatmap", "Planner-heat-2025"
@@ -26,7 +25,7 @@ MAX_FIGURE_BYTES = 2_000_000
 
 
 @pytest.fixture(scope="module")
-def units(demo_city: DemoCity, app_env_demo: Settings) -> dict[str, str]:  # noqa: F811
+def units(demo_city: DemoCity, app_env_demo: Settings) -> dict[str, str]:
     """The busiest grid of the period and its parents."""
     with demo_city.store.reader.connect() as conn:
         grid = conn.execute(text(
@@ -161,7 +160,7 @@ def test_invalid_filters_give_a_clear_error(demo_city: DemoCity) -> None:
 
 
 @pytest.fixture(scope="module")
-def app(demo_city: DemoCity, app_env_demo: Settings) -> dash.Dash:  # noqa: F811
+def app(demo_city: DemoCity, app_env_demo: Settings) -> dash.Dash:
     if not any(u.username == USER for u in accounts.list_users(demo_city.store.writer)):
         accounts.add_user(demo_city.store.writer, USER, PASSWORD, "planner", "热力测试")
     return shared_internal_app(app_env_demo)

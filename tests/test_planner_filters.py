@@ -11,7 +11,6 @@ from dashboard import filters
 from dashboard.filters import FilterError, PlannerFilters
 from geodata.facts import FactQuery
 from tests.conftest import DemoCity
-from tests.planner_env import app_env_demo  # noqa: F401  (fixture)
 
 PERIOD = (date(2026, 9, 1), date(2026, 9, 30))
 

@@ -24,7 +24,6 @@ from geodata.kpi import RATES, TIMEZONE, CaseFilter, compute_rates, count_cases,
 from geodata.settings import Settings
 from tests import browser
 from tests.conftest import DemoCity
-from tests.planner_env import app_env_demo  # noqa: F401  (fixture)
 from tests.test_auth import login
 
 USER, PASSWORD = "planner.grids", "Planner-grids-2025"
@@ -33,7 +32,7 @@ AS_OF = datetime(2026, 10, 1, tzinfo=TIMEZONE)
 
 
 @pytest.fixture(scope="module")
-def app(demo_city: DemoCity, app_env_demo: Settings) -> dash.Dash:  # noqa: F811
+def app(demo_city: DemoCity, app_env_demo: Settings) -> dash.Dash:
     from dashboard.app_factory import create_internal_app
 
     if not any(u.username == USER for u in accounts.list_users(demo_city.store.writer)):

@@ -37,23 +37,10 @@ def _table(table_id: str, columns: tuple[str, ...], lang: str) -> dash_table.Dat
                                 sort_action="native", page_size=15, **_TABLE_STYLE)
 
 
-def _trigger() -> Any:
-    """The id of the input that fired, or None when called outside a request (tests, bench/callbacks.py)."""
-    try:
-        return dash.ctx.triggered_id
-    except dash.exceptions.MissingCallbackContextException:
-        return None
-
-
 def layout(**query: str) -> html.Div:
     """The page for the URL's query string; a bad filter shows a message and the default view."""
     lang = normalise_language(query.get("lang"))
-    try:
-        state = filters.from_query(query)
-        message = None
-    except filters.FilterError as exc:
-        state = filters.from_query({"lang": lang})
-        message = filters.problem(exc, lang, element_id="coverage-error-message")
+    state, message = filters.state_for_page(query, "coverage-error-message")
     map_exports = sum((_buttons(w, ("geojson",), lang) for w in ("units_map", "blind_map", "sectors_map",
                                                                   "sites_map")), [])
     return html.Div([
@@ -92,7 +79,7 @@ def layout(**query: str) -> html.Div:
 def update_map(search: Any, sites_ready: Any) -> tuple[Any, ...]:
     """The URL changed: the map, its summary and the two tables; drawn again with the proposed sites once the
     sites callback has chosen them (they are cached by then, so the second drawing is quick)."""
-    with_sites = _trigger() == "coverage-sites-ready" and bool(sites_ready)
+    with_sites = filters.triggered_id() == "coverage-sites-ready" and bool(sites_ready)
     try:
         figure, summary, units, grids = view.map_update(search, with_sites=with_sites)
     except filters.FilterError as exc:

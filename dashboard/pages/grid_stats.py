@@ -39,12 +39,7 @@ def _export_buttons(what: str, lang: str, geojson: bool = False) -> html.Div:
 def layout(**query: str) -> html.Div:
     """The page for the URL's query string; a bad filter shows a message and the default view."""
     lang = normalise_language(query.get("lang"))
-    try:
-        state = filters.from_query(query)
-        message = None
-    except filters.FilterError as exc:
-        state = filters.from_query({"lang": lang})
-        message = filters.problem(exc, lang, element_id="grids-error-message")
+    state, message = filters.state_for_page(query, "grids-error-message")
     graph_config = {"displaylogo": False, "scrollZoom": True}
     return html.Div([
         html.H1(t("grids.heading", lang), id="grids-heading"),

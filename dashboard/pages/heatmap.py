@@ -31,23 +31,10 @@ def _buttons(what: str, formats: tuple[str, ...], lang: str) -> list[html.Button
             for fmt in formats]
 
 
-def _trigger() -> Any:
-    """The id of the input that fired, or None when called outside a request (tests, bench/callbacks.py)."""
-    try:
-        return dash.ctx.triggered_id
-    except dash.exceptions.MissingCallbackContextException:
-        return None
-
-
 def layout(**query: str) -> html.Div:
     """The page for the URL's query string; a bad filter shows a message and the default view."""
     lang = normalise_language(query.get("lang"))
-    try:
-        state = filters.from_query(query)
-        message = None
-    except filters.FilterError as exc:
-        state = filters.from_query({"lang": lang})
-        message = filters.problem(exc, lang, element_id="heatmap-error-message")
+    state, message = filters.state_for_page(query, "heatmap-error-message")
     return html.Div([
         html.H1(t("heatmap.heading", lang)),
         filters.filter_bar(state),
@@ -88,7 +75,7 @@ def layout(**query: str) -> html.Div:
 )
 def update_map(search: Any, relayout: Any, mode: Any) -> tuple[Any, Any, Any]:
     """The URL, the map's pan/zoom or the display mode changed: the map and its summary."""
-    trigger = _trigger()
+    trigger = filters.triggered_id()
     if trigger == "heatmap-map" and view.viewport_of(relayout) is None:
         return dash.no_update, dash.no_update, dash.no_update  # a resize or a drag that moved nothing
     try:
