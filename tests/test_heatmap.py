@@ -199,7 +199,9 @@ def test_the_page_draws_hexagons_then_points_with_a_popup(app: dash.Dash, units:
         resolution_js = ("const gd = document.querySelector('#heatmap-map .js-plotly-plot');"
                          " const t = gd.data.find(d => d.type === 'choroplethmap' && d.locations.length"
                          " && d.locations[0].length === 15); return t ? parseInt(t.locations[0][1], 16) : null;")
-        assert driver.execute_script(resolution_js) == 8
+        # The summary text and the figure come in one answer, but Plotly draws the figure after React
+        # has put the text on the page: poll the drawn traces rather than read them once.
+        assert _wait_for(lambda: driver.execute_script(resolution_js) == 8), driver.execute_script(resolution_js)
         # Zoom in (as a planner's scroll does): the resolution follows and single cases appear, clustered.
         lon, lat = _label_point(units["grid"])
         driver.execute_script("const gd = document.querySelector('#heatmap-map .js-plotly-plot');"
@@ -207,7 +209,7 @@ def test_the_page_draws_hexagons_then_points_with_a_popup(app: dash.Dash, units:
                               " 'map.zoom': 15.5});", lon, lat)
         browser.wait_for_text(driver, "H3 第 9 级六边形")
         browser.wait_for_text(driver, "视野内")
-        assert driver.execute_script(resolution_js) == 9
+        assert _wait_for(lambda: driver.execute_script(resolution_js) == 9), driver.execute_script(resolution_js)
         number = driver.execute_script(
             "const gd = document.querySelector('#heatmap-map .js-plotly-plot');"
             " const t = gd.data.find(d => d.cluster); const p = {customdata: t.customdata[0], curveNumber:"
