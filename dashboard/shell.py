@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs
+from urllib.parse import parse_qsl, urlencode
 
 import dash
 from dash import Input, Output, dcc, html
@@ -12,8 +12,20 @@ from layers.i18n import normalise_language, t
 
 def language_from_search(search: str | None) -> str:
     """The language a URL's query string asks for (``?lang=en``), else the default."""
-    values = parse_qs((search or "").lstrip("?")).get("lang", [])
+    values = [value for key, value in parse_qsl((search or "").lstrip("?")) if key == "lang"]
     return normalise_language(values[0] if values else None)
+
+
+def switched_language_search(search: str | None) -> str:
+    """The same query string in the other language: the filters and the drill-down position stay.
+
+    A planner who switches language in the middle of a drill-down expects the same view in the other
+    language, not the page's default view; only ``lang`` changes, every other parameter is kept in order.
+    """
+    other = "zh-CN" if language_from_search(search) == "en" else "en"
+    kept = [(key, value) for key, value in parse_qsl((search or "").lstrip("?"), keep_blank_values=True)
+            if key != "lang"]
+    return "?" + urlencode([*kept, ("lang", other)])
 
 
 def _nav_links(lang: str) -> list[html.A]:
@@ -72,7 +84,7 @@ def register_callbacks(app: dash.Dash) -> None:
     )
     def _translate_header(search: str | None) -> tuple[str, list[html.A], str, str, str]:
         lang = language_from_search(search)
-        switch_href = "?lang=zh-CN" if lang == "en" else "?lang=en"
+        switch_href = switched_language_search(search)
         return (
             t("app.title", lang),
             _nav_links(lang),
