@@ -384,7 +384,7 @@ def _first_rows(work: pd.DataFrame) -> np.ndarray | None:
 
 def _categories(ctx: LoadContext) -> pd.DataFrame:
     return pd.read_sql(
-        text("SELECT kind, code, major_code, is_major, name_zh FROM core.category"), ctx.conn
+        text("SELECT kind, code, major_code, is_major, name_zh, sensitive FROM core.category"), ctx.conn
     )
 
 
@@ -821,7 +821,13 @@ def _place_and_merge(ctx: LoadContext, work: pd.DataFrame, frame: pd.DataFrame) 
     reporter_key = drop_empty_reporter_key(ctx.conn, len(work)) if any(c in work for c in PERSONAL_COLUMNS) else None
     writer = BackgroundWriter(ctx.conn)
     helper = StageWriter(ctx.conn.engine, ctx.run_id, staged) if staged else None
-    delta = CaseRollupDelta()
+    # The public rollups' two assumptions, read from the store now (the writer owns the connection later):
+    # which categories open_data hides, and the oldest report day the public window still keeps.
+    hidden = lookups.categories[lookups.categories["sensitive"].astype(bool)]
+    delta = CaseRollupDelta(
+        sensitive=frozenset(zip(hidden["kind"], hidden["code"], strict=True)),
+        public_from=ctx.conn.execute(text("SELECT rollup.public_keep_from()")).scalar_one(),
+    )
     new_count, old_parts, new_days = 0, [], []
     try:
         attached: set[int] = set()

@@ -7,14 +7,25 @@ over cases of a function of one case's state, so a load's effect is exact as a d
 + the new state of each updated case, − its old state.  The ETL computes those sums in numpy while the
 server stores the cases, and upserts a few thousand summed rows.
 
+The public rollups (rollup.public_day_*, migration 0006) hold only what ``open_data.case_public`` shows:
+cases not voided, of categories not marked sensitive, and only days the public may still see.  Both live
+in the store (core.category, core.public_policy), which this module cannot read while the load's writer
+owns the connection; so the delta sorts cases by ``CaseRollupDelta.sensitive`` and ``public_from`` (when
+the load does not give them: the shipped dictionary the store was loaded from, and the policy settings),
+and :meth:`CaseRollupDelta.apply` checks them against the store.  Should they not hold, the public rollups
+of the load's days are rebuilt in SQL instead: never a sensitive case in them, never a day missing.
+
 ``geodata.rollups.refresh_all`` rebuilds everything from raw cases in SQL; the tests hold the two equal.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime, timedelta
 from typing import Final
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
@@ -31,6 +42,10 @@ _OPEN_COLUMNS: Final = ("case_number", "reported_at", "day", "district_code", "s
                         "grid_code", "kind", "category_code", "source_channel", "status", "dispatched", "handled",
                         "extended", "handle_deadline", "close_deadline")
 
+
+#: Keys of the public partial sums: the cell table's; streets are summed from them (h3 may be missing).
+_PUBLIC_CELL_KEYS: Final = ["day", "h3_r8", "h3_r7", "street_code"]
+_PUBLIC_GRID_KEYS: Final = ["day", "grid_code", "street_code"]
 
 _TIME_COLUMNS: Final = ("reported_at", "registered_at", "dispatched_at", "handled_at", "closed_at", "voided_at",
                         "handle_deadline", "close_deadline")
@@ -114,9 +129,57 @@ def case_measures(cases: pd.DataFrame) -> pd.DataFrame:
                           for name, v in values.items()}, index=cases.index)
     keys = cases[["district_code", "street_code", "community_code", "grid_code", "kind", "category_code",
                   "h3_r8"]].copy()
+    keys["h3_r7"] = cases["h3_r7"].to_numpy() if "h3_r7" in cases else np.nan
     keys["day"] = day.to_numpy()
     keys["month"] = day.dt.to_period("M").dt.to_timestamp().to_numpy()
     return pd.concat([keys, frame], axis=1)
+
+
+def public_measures(m: pd.DataFrame, sensitive: frozenset[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray]:
+    """Which cases the public view shows, and their contribution to rollups.PUBLIC_MEASURES (rows x 7).
+
+    ``m`` is :func:`case_measures`' frame.  Public: not voided and (kind, category) not in ``sensitive``;
+    the measures are those of layers/public_cases.py over open_data.case_public, row by row.
+    """
+    public = m["voided"].to_numpy() == 0
+    if sensitive and len(m):
+        kind_codes, kinds = pd.factorize(m["kind"])
+        category_codes, categories = pd.factorize(m["category_code"])
+        table = np.array([[(k, c) in sensitive for c in categories] for k in kinds], dtype=bool)
+        public &= ~table[kind_codes, category_codes]
+    resolved = sum(m[f"resolved_{level}"].to_numpy() for level in ("grid", "community", "street", "district",
+                                                                    "city"))
+    values = np.column_stack([
+        np.ones(len(m)), m["closed"].to_numpy(), m["closed_on_time"].to_numpy(), m["resolved_grid"].to_numpy(),
+        resolved, m["handle_hours_sum"].to_numpy(), m["handle_hours_count"].to_numpy(),
+    ]).astype(np.float64)
+    return public, values
+
+
+@functools.lru_cache(maxsize=4)
+def shipped_sensitive(edition: str) -> frozenset[tuple[str, str]]:
+    """The categories the shipped dictionary of ``edition`` marks sensitive (what ``citygrid migrate`` loads)."""
+    from geodata.dictionaries import read_categories
+
+    frame = read_categories(edition)
+    flagged = frame[frame["sensitive"]]
+    return frozenset(zip(flagged["kind"], flagged["code"], strict=True))
+
+
+def settings_public_from() -> date:
+    """The oldest report day the public rollups can need under the policy settings (``serve --public``
+    writes them into core.public_policy), with two days to spare; :meth:`CaseRollupDelta.apply` checks it."""
+    from geodata.settings import get_settings
+
+    settings = get_settings()
+    reach = settings.public_window_days + math.ceil(settings.public_delay_hours / 24) + 3
+    return datetime.now(ZoneInfo(LOCAL_TZ)).date() - timedelta(days=reach)
+
+
+def stored_sensitive(conn: Connection) -> frozenset[tuple[str, str]]:
+    """The categories the store marks sensitive (what open_data.case_public hides)."""
+    return frozenset((r.kind, r.code) for r in conn.execute(
+        text("SELECT kind, code FROM core.category WHERE sensitive")))
 
 
 @dataclass
@@ -129,6 +192,12 @@ class CaseRollupDelta:
     cells: list[pd.DataFrame] = field(default_factory=list)
     open_rows: list[pd.DataFrame] = field(default_factory=list)
     gone: list[pd.DataFrame] = field(default_factory=list)
+    public_cells: list[pd.DataFrame] = field(default_factory=list)
+    public_grids: list[pd.DataFrame] = field(default_factory=list)
+    #: The categories kept out of the public rollups; None: the shipped dictionary's (checked in apply).
+    sensitive: frozenset[tuple[str, str]] | None = None
+    #: Older report days are left out of the public sums; None: from the settings (checked in apply).
+    public_from: date | None = None
     first_day: date | None = None
     last_day: date | None = None
 
@@ -149,6 +218,20 @@ class CaseRollupDelta:
         self.cells.append(_sum_by(m[has_cell], ["district_code", "day", "h3_r8"],
                                   m.loc[has_cell, ["reported", "closed"]].to_numpy(dtype=np.float64) * sign,
                                   ["reported", "closed"]))
+        if self.sensitive is None:
+            from geodata.settings import get_settings
+
+            self.sensitive = shipped_sensitive(get_settings().category_edition)
+        if self.public_from is None:
+            self.public_from = settings_public_from()
+        public, public_values = public_measures(m, self.sensitive)
+        public &= (m["day"] >= pd.Timestamp(self.public_from)).to_numpy()
+        if public.any():
+            names = list(rollups.PUBLIC_MEASURES)
+            shown, shown_values = m[public], public_values[public] * sign
+            self.public_cells.append(_sum_by(shown, _PUBLIC_CELL_KEYS, shown_values, names))
+            has_grid = shown["grid_code"].notna().to_numpy()
+            self.public_grids.append(_sum_by(shown[has_grid], _PUBLIC_GRID_KEYS, shown_values[has_grid], names))
         cases = _with_times(cases)
         if sign < 0:
             self.gone.append(cases[["case_number", "reported_at"]])
@@ -200,16 +283,51 @@ class CaseRollupDelta:
                               " WHERE o.case_number = g.case_number AND o.reported_at = g.reported_at"))
         if self.open_rows:
             copy_frame(conn, "rollup.open_case", pd.concat(self.open_rows), list(_OPEN_COLUMNS))
+        self._apply_public(conn)
         # Units whose every case moved away by an update keep zero rows: drop them, as a rebuild would.
         assert self.first_day is not None and self.last_day is not None
         span = {"first": self.first_day, "last": self.last_day, "first_month": self.first_day.replace(day=1)}
-        for table, column in (("case_day_unit", "day"), ("case_month_grid", "month"), ("case_day_category", "day"),
-                              ("case_day_h3", "day")):
+        for table, column, count in (("case_day_unit", "day", "reported"), ("case_month_grid", "month", "reported"),
+                                     ("case_day_category", "day", "reported"), ("case_day_h3", "day", "reported"),
+                                     ("public_day_h3", "day", "cases"), ("public_day_grid", "day", "cases"),
+                                     ("public_day_street", "day", "cases")):
             lower = ":first_month" if column == "month" else ":first"
             conn.execute(text(f"DELETE FROM rollup.{table} WHERE {column} BETWEEN {lower} AND :last"  # noqa: S608
-                              " AND reported = 0"), span)
+                              f" AND {count} = 0"), span)
         rollups.finish_case_refresh(conn, self.first_day, self.last_day, run_id, time.perf_counter() - started)
         return time.perf_counter() - started
+
+    def _apply_public(self, conn: Connection) -> None:
+        """Add the public partial sums to rollup.public_day_*, or rebuild the load's days when what the sums
+        assumed does not hold: the sensitive categories are not the store's (a case of a sensitive category
+        never counts), or the store keeps older days than the sums do."""
+        keep = conn.execute(text("SELECT rollup.public_keep_from()")).scalar_one()
+        assert self.public_from is not None
+        if self.sensitive != stored_sensitive(conn) or keep < self.public_from:
+            rollups.refresh_public_rollups(conn, self.first_day, self.last_day)
+            return
+        for table in ("public_day_h3", "public_day_grid", "public_day_street"):  # days that left the window
+            conn.execute(text(f"DELETE FROM rollup.{table} WHERE day < :keep"), {"keep": keep})  # noqa: S608
+        names = list(rollups.PUBLIC_MEASURES)
+        kept = pd.Timestamp(keep)
+        if self.public_cells:
+            parts = pd.concat(self.public_cells, ignore_index=True)
+            parts = parts[(pd.to_datetime(parts["day"]) >= kept).to_numpy()]
+            cells = _sum_by(parts, _PUBLIC_CELL_KEYS, parts[names].to_numpy(dtype=np.float64), names)
+            with_street = cells[cells["street_code"].notna().to_numpy()]
+            streets = _sum_by(with_street, ["day", "street_code"], with_street[names].to_numpy(dtype=np.float64),
+                              names)
+            _upsert(conn, "rollup.public_day_street", streets, ["day", "street_code"], names)
+            located = cells[(cells["h3_r8"].notna() & cells["h3_r7"].notna()).to_numpy()].copy()
+            located["h3_r8"] = located["h3_r8"].astype(np.int64)
+            located["h3_r7"] = located["h3_r7"].astype(np.int64)
+            located["street_code"] = located["street_code"].fillna("")  # '' = no street (a key column)
+            _upsert(conn, "rollup.public_day_h3", located, _PUBLIC_CELL_KEYS, names)
+        if self.public_grids:
+            parts = pd.concat(self.public_grids, ignore_index=True)
+            parts = parts[(pd.to_datetime(parts["day"]) >= kept).to_numpy()]
+            grids = _sum_by(parts, _PUBLIC_GRID_KEYS, parts[names].to_numpy(dtype=np.float64), names)
+            _upsert(conn, "rollup.public_day_grid", grids, ["day", "grid_code"], names, ("street_code",))
 
 
 def _sum_by(frame: pd.DataFrame, keys: list[str], values: np.ndarray, names: list[str]) -> pd.DataFrame:
@@ -253,8 +371,10 @@ def _open_rows(cases: pd.DataFrame, day: pd.Series) -> pd.DataFrame:
     })
 
 
-def _upsert(conn: Connection, table: str, frame: pd.DataFrame, keys: list[str], measures: list[str]) -> None:
-    """Add ``frame``'s measures to ``table``'s rows with the same keys (new keys are inserted)."""
+def _upsert(conn: Connection, table: str, frame: pd.DataFrame, keys: list[str], measures: list[str],
+            attributes: tuple[str, ...] = ()) -> None:
+    """Add ``frame``'s measures to ``table``'s rows with the same keys (new keys are inserted with
+    ``attributes``, columns that follow from the key, such as a grid's street)."""
     if frame.empty:
         return
     frame = frame.copy()
@@ -263,7 +383,7 @@ def _upsert(conn: Connection, table: str, frame: pd.DataFrame, keys: list[str], 
     if "month" in frame:
         frame["month"] = pd.to_datetime(frame["month"]).dt.date
     staging = f"_delta_{table.split('.')[1]}"
-    columns = [*keys, *measures]
+    columns = [*keys, *attributes, *measures]
     conn.execute(text(f"CREATE TEMP TABLE IF NOT EXISTS {staging} (LIKE {table}) ON COMMIT DROP"))
     conn.execute(text(f"TRUNCATE {staging}"))
     copy_frame(conn, staging, frame, columns)

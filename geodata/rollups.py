@@ -9,6 +9,10 @@ reference (:func:`geodata.kpi.count_cases`) gives — the tests hold them equal.
 Counts that depend on the moment of reading (due to close, overdue) are not stored: they come at read time
 from ``rollup.open_case``, the cases neither closed nor voided, which is small.  Because a closed case is
 never voided (a CHECK on cases), 应结案 = closed + open cases past their close deadline.
+
+The public map's rollups (``rollup.public_day_*``, migration 0006) are rebuilt here too, by the database
+function ``rollup.refresh_public_days`` that the migration defines (it also fills them, and a trigger runs
+it when a category's ``sensitive`` flag flips): one definition of "what the public may count".
 """
 
 # SQL here is composed only from this module's constants (measure and column names, levels); every value
@@ -60,6 +64,10 @@ MEASURES: Final[dict[str, str]] = {
     "kind_component": "count(*) FILTER (WHERE c.kind = 'component')",
     "kind_event": "count(*) FILTER (WHERE c.kind = 'event')",
 }
+#: The public rollups' measures (rollup.public_day_*, migration 0006): what layers/public_cases.py shows of
+#: the cases open_data.case_public would list (category not sensitive, not voided).
+PUBLIC_MEASURES: Final = ("cases", "solved", "solved_on_time", "solved_in_grid", "solved_with_level",
+                          "handle_hours_sum", "handle_hours_count")
 CHANNEL_MEASURES: Final = {"patrol": "from_patrol", "citizen": "from_citizen", "partner": "from_partner",
                            "hotline": "from_hotline", "ai_camera": "from_ai_camera"}
 UNIT_LEVELS: Final = {6: "district", 9: "street", 12: "community"}
@@ -120,6 +128,8 @@ def refresh_case_rollups(conn: Connection, first_day: date, last_day: date, run_
                 FROM core.case_record c
                WHERE c.reported_at >= :start AND c.reported_at < :end AND c.h3_r8 IS NOT NULL
                GROUP BY 1, 2, 3""",
+        # The public map's rollups (migration 0006): one scan, three groupings, the public view's policy.
+        "SELECT rollup.refresh_public_days(:first_day, :last_day)",
         "DELETE FROM rollup.open_case WHERE day BETWEEN :first_day AND :last_day",
         f"""INSERT INTO rollup.open_case
               SELECT c.case_number, c.reported_at, {_DAY}, c.district_code, c.street_code, c.community_code,
@@ -135,6 +145,16 @@ def refresh_case_rollups(conn: Connection, first_day: date, last_day: date, run_
         conn.execute(text(statement), params)
     finish_case_refresh(conn, first_day, last_day, run_id, time.perf_counter() - started)
     return time.perf_counter() - started
+
+
+def refresh_public_rollups(conn: Connection, first_day: date | None, last_day: date | None) -> None:
+    """Rebuild the public rollups of report days [first_day, last_day] (None: unbounded) from raw cases.
+
+    Part of :func:`refresh_case_rollups`; called alone by the ETL when it cannot trust its own public
+    delta (etl/rollup_delta.py: the sensitive categories it assumed are not the store's).
+    """
+    conn.execute(text("SELECT rollup.refresh_public_days(:first_day, :last_day)"),
+                 {"first_day": first_day, "last_day": last_day})
 
 
 def finish_case_refresh(conn: Connection, first_day: date, last_day: date, run_id: int | None,

@@ -260,9 +260,10 @@ TEXT: Final[dict[str, dict[str, str]]] = {
     # --- the public app (dashboard/public) ---
     "public.title": {"zh-CN": "城市问题处置公开", "en": "How the city fixes reported problems"},
     "public.intro": {
-        "zh-CN": "最近 {days} 天上报的城市管理问题，按区域汇总（数据延迟 {delay} 小时，不含个人信息与敏感类别）。",
-        "en": "City problems reported in the last {days} days, by area (delayed {delay} h; no personal data, "
-              "no sensitive categories).",
+        "zh-CN": "最近 {days} 个完整日（{first} 至 {last}）上报的城市管理问题，按区域汇总（按整日公开：一天结束满 "
+                 "{delay} 小时后发布；不含个人信息与敏感类别）。",
+        "en": "City problems reported in the last {days} whole days ({first} to {last}), by area (published by "
+              "whole days, {delay} h after a day ends; no personal data, no sensitive categories).",
     },
     "public.days": {"zh-CN": "时间范围", "en": "Period"},
     "public.days_n": {"zh-CN": "最近 {n} 天", "en": "Last {n} days"},

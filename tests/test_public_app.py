@@ -161,12 +161,37 @@ def _rows(payload: dict[str, Any]) -> dict[str, list[Any]]:
     return out
 
 
-def test_words_follow_the_language(client: FlaskClient, app: dash.Dash) -> None:
+def test_words_follow_the_language(client: FlaskClient, app: dash.Dash, store: SuiteStore) -> None:
     output = _words_output(app)
     zh = _callback(client, app, output, {"public-url.search": "", "public-days.value": 30}).get_json()
     en = _callback(client, app, output, {"public-url.search": "?lang=en", "public-days.value": 30}).get_json()
     assert zh["response"]["public-title"]["children"] == "城市问题处置公开"
     assert en["response"]["public-title"]["children"] == "How the city fixes reported problems"
+    with store.public.connect() as conn:
+        last = conn.execute(text("SELECT last_day FROM open_data.public_days")).scalar_one()
+    note = f"{(last - timedelta(days=29)).isoformat()} 至 {last.isoformat()}"
+    assert "30 个完整日" in zh["response"]["public-intro"]["children"] and note in zh["response"]["public-intro"]["children"]
+    assert "last 30 whole days" in en["response"]["public-intro"]["children"]
+
+
+def test_a_places_categories_add_up_to_its_headline(store: SuiteStore, city: public_city.Secrets) -> None:
+    """The map's numbers come from the rollups, a click's categories from the place's cases (an H3 cell's
+    through the grids it touches): the two agree, and equal reading the cell by its H3 column."""
+    from layers.public_cases import _CATEGORIES_SQL, breakdown, read_policy
+
+    with store.public.connect() as conn:
+        policy = read_policy(conn)
+        places = {unit: conn.execute(text(
+            f"SELECT {column} FROM open_data.case_public_h3 GROUP BY 1 ORDER BY sum(cases) DESC LIMIT 1"  # noqa: S608
+        )).scalar_one() for unit, column in (("h3_r8", "h3_r8"), ("h3_r7", "h3_r7"))}
+        places["grid"] = public_city.BUSY_GRID
+        for unit, cell in places.items():
+            found = breakdown(conn, unit, cell, 90, policy)
+            assert found.stats is not None and found.stats.cases >= policy.min_cases
+            assert sum(c["cases"] for c in found.categories) == found.stats.cases, unit
+            if unit != "grid":
+                by_cell = conn.execute(_CATEGORIES_SQL[f"{unit}_by_cell"], {"days": 90, "cell": cell}).mappings()
+                assert [dict(r) for r in by_cell] == found.categories
 
 
 # --- Open311 ---------------------------------------------------------------------------------------------
@@ -235,6 +260,22 @@ def test_requests_page_past_the_limit(client: FlaskClient) -> None:
         link = response.headers.get("Link")
         url = link.split(">")[0].lstrip("<") if link else ""
     assert [r["service_request_id"] for r in pages] == [r["service_request_id"] for r in everything]
+
+
+def test_probed_pages_are_those_of_the_whole_window(store: SuiteStore, city: public_city.Secrets,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pages sought among the newest cases first (geodata/open311.py) equal pages over the whole window."""
+    from geodata import open311
+
+    queries = [open311.request_query(args) for args in (
+        {}, {"page_size": "7"}, {"page_size": "7", "page": "3"}, {"page_size": "20", "page": "4"},
+        {"status": "closed", "page_size": "5", "page": "2"}, {"service_code": "event-0102", "page_size": "9"})]
+    with store.public.connect() as conn:
+        probed = [open311.service_requests(conn, q) for q in queries]
+        monkeypatch.setattr(open311, "PROBE_SPANS", ())
+        whole = [open311.service_requests(conn, q) for q in queries]
+    assert probed == whole and all(probed[1:])
+    assert [len(p) for p in probed[1:4]] == [7, 7, 13]  # 73 public cases: the fourth page of 20 holds 13
 
 
 def test_requests_filter_by_service_and_dates(client: FlaskClient) -> None:

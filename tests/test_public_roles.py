@@ -20,15 +20,18 @@ def test_public_role_has_no_privilege_outside_open_data(store: SuiteStore) -> No
     with store.writer.connect() as conn:
         relations = conn.execute(text(
             "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE n.nspname IN ('core', 'private') AND c.relkind IN ('r', 'p', 'v', 'm', 'f')")).scalars().all()
+            " WHERE n.nspname IN ('core', 'private', 'rollup') AND c.relkind IN ('r', 'p', 'v', 'm', 'f')")
+        ).scalars().all()
         assert "private.case_reporter" in relations and "core.case_record" in relations
+        assert "rollup.public_day_h3" in relations and "rollup.public_day_grid" in relations
         granted = conn.execute(text(
             "SELECT rel, priv FROM unnest(CAST(:rels AS text[])) rel,"
             " unnest(ARRAY['SELECT','INSERT','UPDATE','DELETE','TRUNCATE','REFERENCES','TRIGGER']) priv"
             " WHERE has_table_privilege(:role, rel, priv)"), {"rels": relations, "role": PUBLIC_ROLE}).all()
         assert granted == []
         schemas = conn.execute(text(
-            "SELECT s, p FROM unnest(ARRAY['core','private','open_data','public']) s, unnest(ARRAY['USAGE','CREATE']) p"
+            "SELECT s, p FROM unnest(ARRAY['core','private','rollup','open_data','public']) s,"
+            " unnest(ARRAY['USAGE','CREATE']) p"
             " WHERE has_schema_privilege(:role, s, p)"), {"role": PUBLIC_ROLE}).all()
         assert set(schemas) <= {("open_data", "USAGE"), ("public", "USAGE")}
         assert ("open_data", "CREATE") not in schemas
@@ -45,6 +48,11 @@ def test_public_role_has_no_privilege_outside_open_data(store: SuiteStore) -> No
     "SELECT version FROM core.data_version",
     "SELECT * FROM private.app_user LIMIT 1",
     "SELECT * FROM private.rejected_row LIMIT 1",
+    "SELECT * FROM rollup.public_day_h3 LIMIT 1",
+    "SELECT * FROM rollup.public_day_grid LIMIT 1",
+    "SELECT * FROM rollup.public_day_street LIMIT 1",
+    "SELECT * FROM rollup.case_day_unit LIMIT 1",
+    "SELECT rollup.refresh_public_days(NULL, NULL)",
 ])
 def test_public_engine_cannot_read_private_or_core(store: SuiteStore, sql: str) -> None:
     with store.public.connect() as conn, pytest.raises(DBAPIError, match="permission denied"):
@@ -69,7 +77,8 @@ def test_public_engine_cannot_write_even_read_write(store: SuiteStore, sql: str)
 
 def test_public_engine_reads_the_open_data_views(store: SuiteStore) -> None:
     with store.public.connect() as conn:
-        for view in ("admin_unit", "category", "case_public", "public_policy", "data_version", "case_description"):
+        for view in ("admin_unit", "category", "case_public", "public_policy", "data_version", "case_description",
+                     "public_days", "case_public_h3", "case_public_grid", "case_public_street", "case_public_day"):
             conn.execute(text(f"SELECT * FROM open_data.{view} LIMIT 1"))  # noqa: S608 - fixed names
         assert conn.execute(text("SELECT open_data.scrub_text('13900001111')")).scalar_one() == "[电话已隐去]"
 

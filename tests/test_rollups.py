@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from geodata import rollups
 from geodata.kpi import TIMEZONE, KpiError, count_cases
+from geodata.rollups import refresh_all
 from tests.conftest import DemoCity, SuiteStore
 from tests.test_kpi import boundary_cases  # noqa: F401  (the fixture: eight cases at every boundary)
 
@@ -103,11 +104,15 @@ def test_a_full_refresh_gives_the_same_rows(demo_city: DemoCity) -> None:
                  " round(handle_hours_sum::numeric, 6) FROM rollup.case_day_unit ORDER BY 1, 2, 3")
     with demo_city.store.reader.connect() as conn:
         before = conn.execute(query).all()
+        public_before = _public_tables(conn)
     with demo_city.store.writer.begin() as conn:
         rollups.refresh_all(conn)
     with demo_city.store.reader.connect() as conn:
         after = conn.execute(query).all()
+        public_after = _public_tables(conn)
     assert len(before) > 1000 and before == after
+    # (The public rollups keep only the public window's days: those of the demo year still in it.)
+    assert all(len(rows) > 20 for rows in public_before) and public_before == public_after
 
 
 def test_bad_areas_are_refused(demo_city: DemoCity) -> None:
@@ -136,3 +141,196 @@ def test_the_command_line_rebuilds_them(store: SuiteStore, boundary_cases, tmp_p
         assert conn.execute(text("SELECT version FROM core.data_version")).scalar_one() == version + 1
         day = date(2024, 6, 3)
         _equal(rollups.unit_counts(conn, day, day, "370303"), count_cases(conn, day, day, "370303"))
+
+
+# --- the public rollups (migration 0006) ------------------------------------------------------------------
+
+_PUBLIC_DIRECT = {  # what layers/public_cases.py computed from open_data.case_public before the rollups
+    "h3": ("h3_r8, h3_r7, street_code", "h3_r8 IS NOT NULL AND h3_r7 IS NOT NULL"),
+    "grid": ("grid_code, street_code", "grid_code IS NOT NULL"),
+    "street": ("street_code", "street_code IS NOT NULL"),
+}
+_PUBLIC_SUMS = ("count(*), count(*) FILTER (WHERE status = 'closed'), count(*) FILTER (WHERE closed_on_time),"
+                " count(*) FILTER (WHERE status = 'closed' AND resolution_level = 'grid'),"
+                " count(*) FILTER (WHERE status = 'closed' AND resolution_level IS NOT NULL),"
+                " coalesce(sum(extract(epoch FROM handled_at - reported_at) / 3600.0), 0), count(handled_at)")
+
+
+def assert_public_rollups_match(conn) -> int:  # type: ignore[no-untyped-def]
+    """The open_data views over the public rollups equal a direct aggregation of open_data.case_public, day
+    by day, for every whole day the two both cover; returns how many cases that compared."""
+    first_full = conn.execute(text(
+        "SELECT ((now() - make_interval(hours => delay_hours) - make_interval(days => window_days))"
+        " AT TIME ZONE 'Asia/Shanghai')::date + 1 FROM core.public_policy")).scalar_one()
+    first, last = conn.execute(text("SELECT first_day, last_day FROM open_data.public_days")).one()
+    span = {"lo": max(first, first_full), "hi": last}
+    assert span["lo"] <= span["hi"]
+    compared = 0
+    for table, (keys, where) in _PUBLIC_DIRECT.items():  # table names and columns: this module's constants
+        rolled = conn.execute(text(
+            f"SELECT day, {keys}, cases, solved, solved_on_time, solved_in_grid, solved_with_level,"  # noqa: S608
+            f" handle_hours_sum, handle_hours_count FROM open_data.case_public_{table}"
+            " WHERE day BETWEEN :lo AND :hi"), span).all()
+        direct = conn.execute(text(
+            f"SELECT (reported_at AT TIME ZONE 'Asia/Shanghai')::date AS day, {keys}, {_PUBLIC_SUMS}"  # noqa: S608
+            f" FROM open_data.case_public WHERE {where}"
+            " AND (reported_at AT TIME ZONE 'Asia/Shanghai')::date BETWEEN :lo AND :hi"
+            f" GROUP BY 1, {keys}"), span).all()
+        got = {tuple(r[:-7]): tuple(r[-7:]) for r in rolled}
+        expected = {tuple(r[:-7]): tuple(r[-7:]) for r in direct}
+        assert got.keys() == expected.keys(), table
+        for key, values in expected.items():
+            assert got[key][:5] == values[:5] and got[key][6] == values[6], (table, key, got[key], values)
+            assert float(got[key][5]) == pytest.approx(float(values[5]), rel=1e-9, abs=1e-6), (table, key)
+        if table == "street":
+            compared = sum(v[0] for v in expected.values())
+    return compared
+
+
+def _public_tables(conn) -> list[list[tuple]]:  # type: ignore[no-untyped-def]
+    keys = {"h3": "day, h3_r8, h3_r7, street_code", "grid": "day, grid_code, street_code", "street": "day, street_code"}
+    return [conn.execute(text(
+        f"SELECT {columns}, cases, solved, solved_on_time, solved_in_grid, solved_with_level,"  # noqa: S608
+        f" round(handle_hours_sum::numeric, 6), handle_hours_count FROM rollup.public_day_{table} ORDER BY {columns}"
+    )).all() for table, columns in keys.items()]
+
+
+def test_public_rollups_match_the_public_view_on_the_demo_city(demo_city: DemoCity) -> None:
+    """The public rollups give what case_public gives, over the demo's whole year: the policy is set to
+    366 days ending with the demo's last day (a delay reaching back to it), which makes the deferred
+    trigger rebuild them; all inside a transaction that is rolled back."""
+    with demo_city.store.writer.connect() as conn, conn.begin():
+        now = conn.execute(text("SELECT now()")).scalar_one()
+        reference = datetime.combine(DEMO_LAST + timedelta(days=1), datetime.min.time(), TIMEZONE)
+        delay = int((now - reference).total_seconds() // 3600)
+        conn.execute(text("UPDATE core.public_policy SET window_days = 366, delay_hours = :delay"), {"delay": delay})
+        conn.execute(text("SET CONSTRAINTS ALL IMMEDIATE"))  # the rebuild, now rather than at commit
+        assert conn.execute(text("SELECT last_day FROM open_data.public_days")).scalar_one() == DEMO_LAST
+        assert assert_public_rollups_match(conn) > 80_000
+        sensitive_cases = conn.execute(text(
+            "SELECT count(*) FROM core.case_record c JOIN core.category k ON k.kind = c.kind"
+            " AND k.code = c.category_code WHERE k.sensitive")).scalar_one()
+        assert sensitive_cases > 0, "the demo city must have sensitive cases for this test to mean anything"
+        conn.rollback()
+
+
+def test_public_rollups_follow_updates_sensitivity_and_refresh(store: SuiteStore, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """On a city of its own: after the load, after an update file (stages advance, a case is voided, cases
+    move to a sensitive category), after a full refresh and when a category's flag flips, the public
+    rollups equal case_public; the moved and voided cases leave the public numbers."""
+    import csv
+
+    from geodata.settings import Settings
+    from tests import factories, public_city
+    from tests.conftest import separate_database
+
+    settings = Settings(data_dir=tmp_path / "data")
+    with separate_database(store, "citygrid_pubroll") as engine:
+        public_city.build(engine, tmp_path, settings)
+        with engine.connect() as conn:
+            before = assert_public_rollups_match(conn)
+        assert before == sum(n for _, n in public_city.GRIDS.values())
+
+        rows = list(csv.DictReader((tmp_path / "public_cases.csv").open(encoding="utf-8")))
+        public_rows = [r for r in rows if r["小类"] == "暴露垃圾"]
+        still_open = [r for r in public_rows if not r["处置时间"]]
+        assert len(still_open) >= 3
+        closing, voiding = still_open[:-1], still_open[-1]
+        moving = [r for r in public_rows if r["处置时间"]][:4]
+        for r in closing:
+            dispatched = datetime.fromisoformat(r["派遣时间"])
+            r.update(处置时间=(dispatched + timedelta(hours=2)).isoformat(sep=" "),
+                     结案时间=(dispatched + timedelta(hours=3)).isoformat(sep=" "), 解决层级="网格")
+        voiding["作废时间"] = (datetime.fromisoformat(voiding["上报时间"]) + timedelta(hours=1)).isoformat(sep=" ")
+        for r in moving:
+            r.update(大类="扩展事件", 小类="关爱对象求助")
+        update = tmp_path / "updates.csv"
+        with update.open("w", encoding="utf-8", newline="") as f:
+            writer = csv.DictWriter(f, [*public_city.HEADERS, "作废时间"])
+            writer.writeheader()
+            writer.writerows({"作废时间": "", **r} for r in [*closing, voiding, *moving])
+        result = factories.load(engine, update, "case", settings, crs="EPSG:4326")
+        assert (result.rows_rejected, result.rows_updated) == (0, len(closing) + 1 + len(moving)), result
+        with engine.connect() as conn:
+            assert assert_public_rollups_match(conn) == before - len(moving) - 1
+            tables = _public_tables(conn)
+            solved = conn.execute(text("SELECT sum(solved) FROM rollup.public_day_street")).scalar_one()
+        assert solved == sum(1 for r in public_rows if r["结案时间"]) - len(moving)
+
+        with engine.begin() as conn:  # what `citygrid rollups refresh` runs
+            refresh_all(conn)
+        with engine.connect() as conn:
+            assert _public_tables(conn) == tables, "the deltas left exactly what a rebuild makes"
+            assert_public_rollups_match(conn)
+
+        # A category newly marked sensitive leaves the public rollups as its transaction commits; flags
+        # flipped one statement at a time (as the dictionary load does) cost one rebuild, for the end state.
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE core.category SET sensitive = true WHERE kind = 'event' AND code = '0102'"))
+            conn.execute(text("UPDATE core.category SET sensitive = false WHERE kind = 'event' AND code = '0601'"))
+        with engine.connect() as conn:
+            assert assert_public_rollups_match(conn) == public_city.SENSITIVE_CASES + len(moving)
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE core.category SET sensitive = false WHERE kind = 'event' AND code = '0102'"))
+            conn.execute(text("UPDATE core.category SET sensitive = true WHERE kind = 'event' AND code = '0601'"))
+        with engine.connect() as conn:
+            assert _public_tables(conn) == tables
+
+
+def test_a_load_under_other_sensitive_categories_rebuilds_its_days(store: SuiteStore, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The ETL's public delta assumes the shipped dictionary's sensitive categories; a store that marks
+    others (here 暴露垃圾) gets the load's days rebuilt from raw cases instead: still no sensitive case."""
+    import csv
+
+    from geodata.settings import Settings
+    from tests import factories, public_city
+    from tests.conftest import separate_database
+
+    settings = Settings(data_dir=tmp_path / "data")
+    with separate_database(store, "citygrid_pubsens") as engine:
+        public_city.build(engine, tmp_path, settings)
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE core.category SET sensitive = true WHERE kind = 'event' AND code = '0102'"))
+        rows = list(csv.DictReader((tmp_path / "public_cases.csv").open(encoding="utf-8")))
+        more = tmp_path / "more.csv"
+        with more.open("w", encoding="utf-8", newline="") as f:
+            writer = csv.DictWriter(f, public_city.HEADERS)
+            writer.writeheader()
+            writer.writerows({**r, "案件编号": "NEW" + r["案件编号"]} for r in rows if r["小类"] == "暴露垃圾")
+        result = factories.load(engine, more, "case", settings, crs="EPSG:4326")
+        assert result.rows_new == 73 and result.rows_rejected == 0
+        with engine.connect() as conn:
+            assert assert_public_rollups_match(conn) == 0
+            assert conn.execute(text("SELECT count(*) FROM rollup.public_day_h3")).scalar_one() == 0
+            conn.execute(text("UPDATE core.category SET sensitive = false WHERE kind = 'event' AND code = '0102'"))
+            conn.execute(text("SET CONSTRAINTS ALL IMMEDIATE"))  # the deferred rebuild, before the rollback
+            assert assert_public_rollups_match(conn) == 2 * 73
+            conn.rollback()
+
+
+def test_public_rollup_migration_goes_down_and_up(store: SuiteStore, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """0006 down drops its tables, views and triggers; up again fills the tables from the stored cases."""
+    from geodata import migrate
+    from geodata.settings import Settings
+    from tests import public_city
+
+    public_city.build(store.writer, tmp_path, Settings(data_dir=tmp_path / "data"))  # the suite's public city
+    with store.writer.connect() as conn:
+        tables = _public_tables(conn)
+    assert all(tables), "the public city's cases must be in the public rollups"
+    assert migrate.downgrade(store.writer, "0005") == "0005"
+    try:
+        with store.writer.connect() as conn:
+            left = conn.execute(text(
+                "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE (n.nspname = 'rollup' AND c.relname LIKE 'public_day_%')"
+                " OR (n.nspname = 'open_data' AND (c.relname LIKE 'case_public_%' OR c.relname = 'public_days'))"
+            )).scalar_one()
+            triggers = conn.execute(text("SELECT count(*) FROM pg_trigger"
+                                         " WHERE tgname IN ('category_public_rollups', 'policy_public_rollups')")
+                                    ).scalar_one()
+        assert (left, triggers) == (0, 0)
+    finally:
+        assert migrate.upgrade(store.writer) == migrate.head_revision()
+    with store.writer.connect() as conn:
+        assert _public_tables(conn) == tables

@@ -9,6 +9,7 @@ area) and refuses the rest with 400; every answer is cached by (what, parameters
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import date
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -37,6 +38,7 @@ from layers.public_cases import (
     check_street,
     check_unit,
     draw_outlines,
+    public_days,
     read_policy,
     street_outlines,
     street_stats,
@@ -146,6 +148,12 @@ def register_callbacks(app: dash.Dash, settings: Settings, cache: AnswerCache,
                 return unit_names(conn)
         return cache.get_or_compute("names", None, read)
 
+    def window(days: int) -> tuple[date, date]:
+        def read() -> tuple[date, date]:
+            with engine().connect() as conn:
+                return public_days(conn, days)
+        return cache.get_or_compute("window", days, read)
+
     def streets(days: int) -> list[PlaceStats]:
         def read() -> list[PlaceStats]:
             with engine().connect() as conn:
@@ -175,9 +183,11 @@ def register_callbacks(app: dash.Dash, settings: Settings, cache: AnswerCache,
         days = check_days(days, pol)
         all_names = names()
         street_options = [{"label": all_names.get(s.code, s.code), "value": s.code} for s in streets(days)]
+        first, last = window(days)
         return (
             t("public.title", lang),
-            t("public.intro", lang).format(days=days, delay=pol.delay_hours),
+            t("public.intro", lang).format(days=days, delay=pol.delay_hours, first=first.isoformat(),
+                                           last=last.isoformat()),
             t("public.days", lang),
             [{"label": t("public.days_n", lang).format(n=n), "value": n} for n in DAY_CHOICES
              if n <= pol.window_days],
