@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import sys
 import tempfile
 import time
@@ -148,6 +149,7 @@ def main() -> None:
     parser.add_argument("--interval", type=int, default=10, help="seconds between fixes")
     parser.add_argument("--queries", type=int, default=200)
     args = parser.parse_args()
+    started_load = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="citygrid-bench-") as folder, \
             scratch_database("citygrid_bench_tracks") as engine:
         tmp = Path(folder)
@@ -175,6 +177,9 @@ def main() -> None:
         p95, street_p95 = coverage_p95_ms(engine, args.queries)
         print(f"bare COPY {copy_s:.2f} s, ETL {etl_s:.2f} s; /patrol callback p95: day slider {p95:.1f} ms,"
               f" street change (whole figure) {street_p95:.1f} ms")
+        # The ratio is measured side by side and bears a busy machine; the p95 does not: say how busy it was.
+        print("load average (1, 5, 15 min) at the start: {:.2f} {:.2f} {:.2f}, at the end: {:.2f} {:.2f} {:.2f}".format(
+            *started_load, *os.getloadavg()))
         print(f"tracks_vs_copy={etl_s / copy_s:.2f} coverage_p95_ms={p95:.1f}")
 
 

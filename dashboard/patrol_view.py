@@ -11,13 +11,14 @@ import re
 from datetime import date, timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from dash import Patch, html
 from sqlalchemy import Engine, text
 
 from dashboard.maps import map_figure
 from geodata.engines import reader_engine
-from geodata.patrol import patrol_shares
+from geodata.patrol import share_counts
 from geodata.settings import get_settings
 from layers import get_layer
 from layers.base import MapView
@@ -91,29 +92,36 @@ def grid_status_update(day: Any, street: Any, lang: Any, engine: Engine | None =
 
 def grid_rows(frame: pd.DataFrame, lang: str) -> list[dict[str, Any]]:
     """The per-grid table's rows."""
-    statuses = [t(f"patrol.status.{s}", lang) for s in status_of(frame)]
-    return [{"grid_code": code, "name": name, "status": status, "minutes": float(minutes), "visits": int(visits),
-             "devices": int(devices), "last_patrolled": "" if pd.isna(last) else str(last),
-             "idle_days": "" if pd.isna(idle) else int(idle)}
-            for code, name, status, minutes, visits, devices, last, idle in zip(
-                frame["grid_code"], frame["name"], statuses, frame["minutes"], frame["visits"], frame["devices"],
-                frame["last_patrolled"], frame["idle_days"], strict=True)]
+    words = {s: t(f"patrol.status.{s}", lang) for s in ("patrolled", "idle", "flagged")}
+    statuses = [words[s] for s in status_of(frame)]
+    # Plain lists first (tolist is C): the slider's callback builds a street's thousand rows per move.
+    last = ["" if v is None else str(v) for v in frame["last_patrolled"].tolist()]
+    return [{"grid_code": code, "name": name, "status": status, "minutes": minutes, "visits": visits,
+             "devices": devices, "last_patrolled": last_day, "idle_days": idle}
+            for code, name, status, minutes, visits, devices, last_day, idle in zip(
+                frame["grid_code"].tolist(), frame["name"].tolist(), statuses,
+                frame["minutes"].to_numpy(dtype=float).tolist(), frame["visits"].to_numpy(dtype=int).tolist(),
+                frame["devices"].to_numpy(dtype=int).tolist(), last, idle_cells(frame), strict=True)]
+
+
+def idle_cells(frame: pd.DataFrame) -> list[int | str]:
+    """Days since the last patrol per grid, "" where none is known."""
+    return ["" if v != v else int(v) for v in frame["idle_days"].to_numpy(dtype=float, na_value=np.nan).tolist()]
 
 
 def share_rows(frame: pd.DataFrame, lang: str) -> list[dict[str, Any]]:
     """Per community, then per management grid: grids, patrolled, share."""
-    parts = [("community", patrol_shares(frame, "community_code").rename(columns={"community_code": "unit"})),
-             ("management_grid",
-              patrol_shares(frame, "management_grid_code").rename(columns={"management_grid_code": "unit"}))]
-    names = {**dict(zip(frame["community_code"], frame["community_name"], strict=True)),
-             **dict(zip(frame["management_grid_code"], frame["management_name"], strict=True))}
+    names = {**dict(zip(frame["community_code"].tolist(), frame["community_name"].tolist(), strict=True)),
+             **dict(zip(frame["management_grid_code"].tolist(), frame["management_name"].tolist(), strict=True))}
     rows = []
-    for kind, part in parts:
-        for unit, grids, patrolled, share, flagged in part[["unit", "grids", "patrolled", "share", "flagged"]].itertuples(
-                index=False):
-            rows.append({"unit": unit, "name": f"{names.get(unit, unit)} ({t(f'patrol.unit.{kind}', lang)})",
-                         "grids": int(grids), "patrolled": int(patrolled), "share": f"{share:.0%}",
-                         "flagged": int(flagged)})
+    for kind, by in (("community", "community_code"), ("management_grid", "management_grid_code")):
+        label = t(f"patrol.unit.{kind}", lang)
+        units, grids, patrolled, flagged = share_counts(frame, by)
+        share = np.round(patrolled / np.maximum(grids, 1), 3)
+        for unit, unit_grids, unit_patrolled, unit_share, unit_flagged in zip(
+                units.tolist(), grids.tolist(), patrolled.tolist(), share.tolist(), flagged.tolist(), strict=True):
+            rows.append({"unit": unit, "name": f"{names.get(unit, unit)} ({label})", "grids": unit_grids,
+                         "patrolled": unit_patrolled, "share": f"{unit_share:.0%}", "flagged": unit_flagged})
     return rows
 
 

@@ -25,7 +25,9 @@ see :mod:`etl.bulk`), in a writer thread while the rollups are computed.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,11 +37,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import shapely
-from pyproj import Transformer
 from sqlalchemy import Connection, text
 
 from etl import pgcopy
-from etl.bulk import BackgroundWriter, copy_binary
+from etl.bulk import BackgroundWriter
 from etl.cases import MergeCounts, _reject, _to_utc
 from etl.context import LoadContext, coordinates_to_wgs84
 from etl.readers import STRING_DTYPE, RawTable, SourceError
@@ -148,8 +149,10 @@ def _identify(ctx: LoadContext, work: pd.DataFrame) -> pd.DataFrame:
     elif "device_id" not in work:
         work = work.assign(device_id=pd.Series(np.nan, index=work.index, dtype=STRING_DTYPE))
     work = ctx.rejects.reject(work, work["device_id"].isna(), "no device or person id (设备编号/人员编号)", "device_id")
-    bad = ~work["device_id"].str.fullmatch(r"[0-9A-Za-z_.:-]+").fillna(False) | (work["device_id"].str.len() > 64)
-    work = ctx.rejects.reject(work, bad, "device id must be 1-64 letters, digits or _.:-", "device_id")
+    bad = _per_distinct(work["device_id"], lambda ids: (
+        ~ids.str.fullmatch(r"[0-9A-Za-z_.:-]+").fillna(False) | (ids.str.len() > 64)).to_numpy(dtype=bool), True)
+    work = ctx.rejects.reject(work, pd.Series(bad, index=work.index), "device id must be 1-64 letters, digits or _.:-",
+                              "device_id")
     role = work["role"] if "role" in work else pd.Series(np.nan, index=work.index, dtype=STRING_DTYPE)
     return _reject(ctx, work, ~role.isin(list(TRACK_ROLES)).to_numpy(),
                    lambda m: [f"unknown role (角色) '{v}': patroller, cleaner or truck" for v in role[m]], "role")
@@ -158,15 +161,36 @@ def _identify(ctx: LoadContext, work: pd.DataFrame) -> pd.DataFrame:
 def _parse_times(ctx: LoadContext, work: pd.DataFrame) -> pd.DataFrame:
     assert ctx.mapping is not None
     work = ctx.rejects.reject(work, work["time"].isna(), "time (定位时间) is empty", "time")
-    parsed = _to_utc(work["time"], ctx.mapping.timezone)
-    unreadable = parsed.isna().to_numpy()
+    tz = ctx.mapping.timezone
+    # A day of a fleet has at most 86,400 distinct seconds however many fixes: each is parsed once.
+    parsed = _per_distinct(work["time"], lambda stamps: _to_utc(stamps, tz).to_numpy(dtype="datetime64[s]"),
+                           np.datetime64("NaT", "s"))
+    unreadable = np.isnat(parsed)
     raw = work["time"]
     work = _reject(ctx, work, unreadable, lambda m: [f"cannot read time (定位时间) '{v}'" for v in raw[m]], "time")
-    parsed = parsed[~unreadable]
-    seconds = parsed.to_numpy(dtype="datetime64[s]").astype(np.int64)
+    seconds = parsed[~unreadable].astype(np.int64)
     limit = int((ctx.now + _CLOCK_SKEW).timestamp())
     work = work.assign(_t=seconds)
     return ctx.rejects.reject(work, work["_t"] > limit, "time lies in the future (the device's clock is ahead)", "time")
+
+
+def _per_distinct(values: pd.Series, compute: Callable[[pd.Series], np.ndarray], missing: Any) -> np.ndarray:
+    """``compute`` of a text column, evaluated once per distinct value (``missing`` where a value is missing).
+
+    Fixes repeat their device ids and, a few thousand devices reporting at the same ticks, their times:
+    six million rows hold a few thousand ids and tens of thousands of times.  Arrow's hash finds them.
+    """
+    if not isinstance(values.array, pd.arrays.ArrowStringArray) or not len(values):
+        result = np.asarray(compute(values))
+        return np.where(values.isna().to_numpy(), missing, result) if len(result) else result
+    array = pa.chunked_array(values.array._pa_array).combine_chunks()
+    if array.type != pa.string():
+        array = array.cast(pa.string())
+    encoded = pc.dictionary_encode(array)
+    distinct = pd.Series(pd.arrays.ArrowStringArray(encoded.dictionary), dtype=values.dtype)
+    results = np.asarray(compute(distinct))
+    results = np.concatenate([results, np.array([missing], dtype=results.dtype)])
+    return results[encoded.indices.fill_null(len(distinct)).to_numpy(zero_copy_only=False)]
 
 
 def _distance_m(lon0: np.ndarray, lat0: np.ndarray, lon1: np.ndarray, lat1: np.ndarray) -> np.ndarray:
@@ -192,14 +216,36 @@ def _encode(work: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     device, names = _codes(work["device_id"])
     role_codes, role_names = _codes(work["role"])
     role = np.array([ROLES.index(r) for r in role_names], dtype=np.int8)[role_codes]
-    speed = pd.to_numeric(work["speed_kmh"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan) \
-        if "speed_kmh" in work else np.full(len(work), np.nan)
+    speed = _numbers(work["speed_kmh"]) if "speed_kmh" in work else np.full(len(work), np.nan)
     speed = np.where((speed >= 0) & (speed <= 400), speed, np.nan)
     numbers = pd.DataFrame({"_row": work["_row"].to_numpy(), "_dev": device.astype(np.int32), "_role": role,
                             "_t": work["_t"].to_numpy(), "_lon": work["_lon"].to_numpy(),
                             "_lat": work["_lat"].to_numpy(), "_speed": speed}, index=work.index)
-    order = np.lexsort((numbers["_row"].to_numpy(), numbers["_t"].to_numpy(), numbers["_dev"].to_numpy()))
+    t, rows = numbers["_t"].to_numpy(), numbers["_row"].to_numpy()
+    if len(t) and np.all(rows[1:] > rows[:-1]) and int(t.max()) - int(t.min()) < (1 << 40):
+        # One integer key and a stable sort (rows already in order): a few ms on an export sorted by device
+        # and time, 0.7 s shuffled, where lexsort took 0.3 s and 1.7 s.
+        order = np.argsort(device.astype(np.int64) * (1 << 40) + (t - t.min()), kind="stable")
+    else:
+        order = np.lexsort((rows, t, device))
     return numbers.iloc[order], np.asarray(names, dtype=object)
+
+
+def _numbers(values: pd.Series) -> np.ndarray:
+    """A text column as float64, NaN where empty or not a number.
+
+    Arrow's cast parses a column of six million numbers in 0.08 s; ``pd.to_numeric`` took 1.6 s.  The cast
+    refuses the whole column at the first word that is not a number, and then pandas reads it value by value.
+    """
+    if isinstance(values.array, pd.arrays.ArrowStringArray):
+        try:
+            parsed = pc.cast(values.array._pa_array, pa.float64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+        else:
+            return parsed.to_numpy().astype(np.float64) if parsed.null_count == 0 else \
+                np.asarray(parsed.fill_null(np.nan).to_numpy(), dtype=np.float64)
+    return pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
 
 
 def _codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -465,7 +511,12 @@ def _bounds(day: int) -> tuple[str, str]:
 
 
 def _write_fixes(ctx: LoadContext, writer: BackgroundWriter, fixes: Fixes) -> None:
-    """COPY the new fixes: a day without a partition into a fresh table attached when full, others through the parent."""
+    """COPY the new fixes: a day without a partition into a fresh table attached when full, others through the parent.
+
+    One writer job for all of them, which also encodes them (batch by batch, each batch sent while the next
+    is encoded): the calling thread goes on to the rollups at once, and the server starts on the first
+    batch instead of waiting for all six million rows to be encoded.
+    """
     if not len(fixes):
         return
     days = fixes.day
@@ -475,38 +526,52 @@ def _write_fixes(ctx: LoadContext, writer: BackgroundWriter, fixes: Fixes) -> No
     names = pa.array(fixes.names, type=pa.string())
     order = np.argsort(days, kind="stable")
     bounds = np.flatnonzero(np.diff(days[order])) + 1
-    for index in np.split(order, bounds):
-        day = int(days[index[0]])
-        encoded = []
+    run_id = ctx.run_id
+
+    def batches(index: np.ndarray) -> Iterator[pgcopy.BinaryRows]:
         for start in range(0, len(index), _ENCODE_ROWS):
             rows = index[start:start + _ENCODE_ROWS]
             speed = pd.Series(np.round(fixes.speed[rows])).astype("Int16")
-            encoded.append(pgcopy.encode([
+            yield pgcopy.encode([
                 ("device_id", "text", names.take(pa.array(fixes.device[rows]))),
                 ("fix_time", "timestamptz", pd.Series(fixes.t[rows].astype("datetime64[s]"))),
                 ("geom", "point", (fixes.lon[rows], fixes.lat[rows], 4326)),
                 ("speed_kmh", "int2", speed),
-                ("source_run_id", "int8", np.full(len(rows), ctx.run_id, dtype=np.int64)),
-            ], len(rows)))
-        name = _day_name(day)
-        writer.submit(_fresh_day_job(name, day, encoded) if name not in existing else
-                      (lambda driver, encoded=encoded: copy_binary(driver, "core.track_fix", encoded)))
-
-
-def _fresh_day_job(name: str, day: int, encoded: list[pgcopy.BinaryRows]) -> Any:
-    lo, hi = _bounds(day)
+                ("source_run_id", "int8", np.full(len(rows), run_id, dtype=np.int64)),
+            ], len(rows))
 
     def job(driver: Any) -> None:
-        with driver.cursor() as cursor:
-            cursor.execute(f"CREATE TABLE core.{name} (LIKE core.track_fix INCLUDING DEFAULTS INCLUDING CONSTRAINTS);"
-                           f" ALTER TABLE core.{name} ADD CONSTRAINT {name}_bounds"
-                           f" CHECK (fix_time IS NOT NULL AND fix_time >= {lo} AND fix_time < {hi})")
-        copy_binary(driver, f"core.{name}", encoded)
-        with driver.cursor() as cursor:
-            cursor.execute(f"ALTER TABLE core.track_fix ATTACH PARTITION core.{name} FOR VALUES FROM ({lo}) TO ({hi});"
-                           f" ALTER TABLE core.{name} DROP CONSTRAINT {name}_bounds")
+        for index in np.split(order, bounds):
+            day = int(days[index[0]])
+            name = _day_name(day)
+            if name in existing:
+                _copy_batches(driver, "core.track_fix", batches(index))
+                continue
+            lo, hi = _bounds(day)
+            with driver.cursor() as cursor:
+                cursor.execute(f"CREATE TABLE core.{name} (LIKE core.track_fix INCLUDING DEFAULTS INCLUDING"
+                               f" CONSTRAINTS); ALTER TABLE core.{name} ADD CONSTRAINT {name}_bounds"
+                               f" CHECK (fix_time IS NOT NULL AND fix_time >= {lo} AND fix_time < {hi})")
+            _copy_batches(driver, f"core.{name}", batches(index))
+            with driver.cursor() as cursor:
+                cursor.execute(f"ALTER TABLE core.track_fix ATTACH PARTITION core.{name} FOR VALUES FROM ({lo})"
+                               f" TO ({hi}); ALTER TABLE core.{name} DROP CONSTRAINT {name}_bounds")
 
-    return job
+    writer.submit(job)
+
+
+def _copy_batches(driver: Any, table: str, batches: Iterator[pgcopy.BinaryRows]) -> None:
+    """One binary COPY into ``table`` of batches encoded as they are sent (all with the same column order)."""
+    first = next(batches, None)
+    if first is None:
+        return
+    columns = ", ".join(first.columns)
+    with driver.cursor() as cursor, cursor.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT binary)") as copy:
+        copy.write(pgcopy.HEADER)
+        for batch in itertools.chain([first], batches):
+            if batch.rows:
+                copy.write(batch.data)
+        copy.write(pgcopy.TRAILER)
 
 
 # --- rollups ------------------------------------------------------------------------------------------------
@@ -524,24 +589,60 @@ class Rollups:
     case_checks: pd.DataFrame
 
 
-def _metric(settings_crs: int, lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    transformer = Transformer.from_crs(4326, settings_crs, always_xy=True)
-    x, y = transformer.transform(lon, lat)
-    return np.asarray(x), np.asarray(y)
+@dataclass(frozen=True)
+class Plane:
+    """A local east/north plane in metres around the city's centre, for the rollups' distances.
+
+    Why not ``Settings.metric_crs`` through pyproj: the rollups measure metres between fixes and to roads,
+    facilities and cases a few tens of metres away, for millions of fixes (pyproj took 1.2 s for a day of
+    2,000 devices, this plane 0.05 s).  An equirectangular plane on the WGS 84 ellipsoid's radii of
+    curvature at the centre's latitude is true to scale there and off by tan(lat) x the latitude
+    difference elsewhere: 0.3 % 20 km north or south of the centre at Zibo, 5 cm at the 15 m sweep
+    tolerance.  (A projected CRS is no better here: Web Mercator is 25 % off at 37 N, Gauss-Krueger
+    0.01 % a degree from its meridian.)  Pieces, fixes, facilities and cases of one load share one plane.
+    """
+
+    lon0: float
+    lat0: float
+
+    @classmethod
+    def around(cls, bbox: tuple[float, float, float, float] | None, lon: np.ndarray, lat: np.ndarray) -> Plane:
+        """Centred on ``bbox`` (the city's extent), else on the fixes, else on 0, 0."""
+        if bbox is not None:
+            return cls((bbox[0] + bbox[2]) / 2, (bbox[1] + bbox[3]) / 2)
+        if len(lon):
+            return cls(float(np.mean(lon)), float(np.mean(lat)))
+        return cls(0.0, 0.0)
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """Metres per degree of longitude and of latitude at the centre (WGS 84 ellipsoid)."""
+        a, e2 = 6_378_137.0, 0.00669437999014
+        phi = np.radians(self.lat0)
+        w = 1 - e2 * np.sin(phi) ** 2
+        n, m = a / np.sqrt(w), a * (1 - e2) / w**1.5
+        return float(np.radians(1) * n * np.cos(phi)), float(np.radians(1) * m)
+
+    def xy(self, lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        kx, ky = self.scale
+        return ((np.asarray(lon, dtype=np.float64) - self.lon0) * kx,
+                (np.asarray(lat, dtype=np.float64) - self.lat0) * ky)
 
 
 @dataclass
 class Lookups:
     """What the rollups need from the store, read before the writer thread owns the connection."""
 
+    plane: Plane
     pieces: pd.DataFrame
     facilities: list[Any]
     cases: list[Any]
 
     @classmethod
     def read(cls, ctx: LoadContext, fixes: Fixes) -> Lookups:
+        plane = Plane.around(ctx.city_bbox, fixes.lon, fixes.lat)
         if not len(fixes):
-            return cls(road_pieces(ctx.conn, ctx.settings.metric_crs), [], [])
+            return cls(plane, road_pieces(ctx.conn, plane), [], [])
         day = fixes.day
         facilities = ctx.conn.execute(text(
             "SELECT code, category_code, ST_X(ST_PointOnSurface(geom)), ST_Y(ST_PointOnSurface(geom))"
@@ -556,13 +657,11 @@ class Lookups:
             " AND reported_at < to_timestamp(:hi))"
             " OR (dispatched_at >= to_timestamp(:lo) AND dispatched_at < to_timestamp(:hi))"),
             {"lo": lo, "hi": hi}).all()
-        return cls(road_pieces(ctx.conn, ctx.settings.metric_crs), list(facilities), list(cases))
+        return cls(plane, road_pieces(ctx.conn, plane), list(facilities), list(cases))
 
 
 def compute_rollups(ctx: LoadContext, fixes: Fixes, lookups: Lookups) -> Rollups:
     """Daily lines, grid visits, swept road pieces, facility stops and case checks of ``fixes`` (no writes)."""
-    from etl.locate import locate_points
-
     if not len(fixes):
         empty = pd.DataFrame()
         return Rollups([], empty, empty, empty, empty, empty)
@@ -572,7 +671,7 @@ def compute_rollups(ctx: LoadContext, fixes: Fixes, lookups: Lookups) -> Rollups
     next_same = np.concatenate([~group_start[1:], [False]])
     dt_next = np.concatenate([np.diff(fixes.t), [0]])
     moving = next_same & (dt_next <= GAP_S)
-    x, y = _metric(ctx.settings.metric_crs, fixes.lon, fixes.lat)
+    x, y = lookups.plane.xy(fixes.lon, fixes.lat)
     step = np.where(moving, np.hypot(np.diff(x, append=x[-1]), np.diff(y, append=y[-1])), 0.0)
     starts = np.flatnonzero(group_start)
     ends = np.concatenate([starts[1:], [len(fixes)]]) - 1
@@ -587,61 +686,119 @@ def compute_rollups(ctx: LoadContext, fixes: Fixes, lookups: Lookups) -> Rollups
     device_days = pd.DataFrame({
         "device_id": fixes.names[fixes.device[starts]], "day": _day_text(day[starts]),
         "role": np.array(ROLES, dtype=object)[fixes.role[starts]],
-        "geom": shapely.to_wkb(lines, hex=True),
+        "geom": shapely.to_wkb(shapely.set_srid(lines, 4326), hex=True, include_srid=True),
         "length_m": np.round(np.add.reduceat(step, starts), 1), "first_at": _iso(fixes.t[starts]),
         "last_at": _iso(fixes.t[ends]), "fix_count": counts, "source_run_id": ctx.run_id,
     })
     weight = np.where(next_same, np.minimum(dt_next, FIX_WEIGHT_CAP_S), 0)
     patrol = np.flatnonzero(fixes.is_role("patroller"))
-    grid = locate_points(ctx.admin_index, fixes.lon[patrol], fixes.lat[patrol])["grid_code"].to_numpy()
-    grid_visits = _grid_visits(grid, fixes.take(patrol), group[patrol], weight[patrol], day[patrol])
+    unit, codes = locate_grids(ctx.admin_index, fixes.lon[patrol], fixes.lat[patrol], group[patrol])
+    grid_visits = _grid_visits(unit, codes, fixes.take(patrol), group[patrol], weight[patrol], day[patrol])
     crews = np.flatnonzero(~fixes.is_role("patroller"))
-    road_sweeps = _road_sweeps(ctx, lookups.pieces, x, y, fixes, moving, day, crews)
+    road_sweeps = _road_sweeps(ctx.settings.sweep_tolerance_m, lookups.pieces, x, y, fixes, moving, day, crews)
     trucks = np.flatnonzero(fixes.is_role("truck"))
-    facility_visits = _facility_visits(lookups.facilities, ctx.settings.metric_crs, fixes.take(trucks), x[trucks],
+    facility_visits = _facility_visits(lookups.facilities, lookups.plane, fixes.take(trucks), x[trucks],
                                        y[trucks], group[trucks], day[trucks])
-    case_checks = _case_checks(ctx, lookups.cases, fixes, x, y)
+    case_checks = _case_checks(lookups.plane, lookups.cases, fixes, x, y)
     return Rollups(sorted({str(d) for d in device_days["day"]}), device_days, grid_visits, road_sweeps,
                    facility_visits, case_checks)
+
+
+#: Every this many of a patroller's fixes one is located in full; the others first try its grid.
+ANCHOR_EVERY = 8
+
+
+def locate_grids(index: Any, lon: np.ndarray, lat: np.ndarray, group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The unit grid of each fix, for fixes sorted by device-day (``group``) and time.
+
+    Returns each fix's number in the grid codes (-1 outside every grid) and the grid codes.
+
+    Why not :func:`etl.locate.locate_points` on every fix: a walking patroller stays in a grid for a
+    dozen fixes or more, so every :data:`ANCHOR_EVERY`-th fix of a device-day is located in full and the
+    fixes between two such anchors are tested, each with one prepared point-in-polygon, against the grid of
+    the anchor before them and then the one after; only what neither holds is located in full (0.8 s for
+    2.3 million fixes instead of 1.3-2.7 s).  The grid is the one :func:`locate_points` finds except where
+    grids touch or overlap: a fix on a shared edge stays in the grid the patroller was in (locate_points
+    would take the smaller code), which is what a visit means anyway.
+    """
+    from etl.locate import locate_points
+
+    n = len(lon)
+    level = index.levels.get("grid")
+    if level is None or not len(level):
+        return np.full(n, -1, dtype=np.int64), np.empty(0, dtype=object)
+    codes = np.asarray(level.codes, dtype=object)
+    lookup = pd.Index(codes)
+
+    def located(rows: np.ndarray) -> np.ndarray:
+        found = locate_points(index, lon[rows], lat[rows])["grid_code"].to_numpy()
+        return lookup.get_indexer(pd.Index(found, dtype=object)).astype(np.int64)
+
+    if n < 4 * ANCHOR_EVERY:
+        return located(np.arange(n)), codes
+    anchor = np.zeros(n, dtype=bool)
+    anchor[::ANCHOR_EVERY] = True
+    anchor[np.flatnonzero(np.diff(group)) + 1] = True
+    anchor[-1] = True
+    at = np.flatnonzero(anchor)
+    unit = np.full(n, -1, dtype=np.int64)
+    unit[at] = located(at)
+    geometries = level.tree.geometries
+    before = at[np.searchsorted(at, np.arange(n), side="right") - 1]  # the anchor at or before each fix
+    after = at[np.minimum(np.searchsorted(at, np.arange(n), side="left"), len(at) - 1)]  # at or after
+    todo = np.flatnonzero(~anchor)
+    for neighbour in (before, after):
+        candidate = unit[neighbour[todo]]
+        usable = (candidate >= 0) & (group[neighbour[todo]] == group[todo])
+        rows = todo[usable]
+        inside = shapely.intersects_xy(geometries[candidate[usable]], lon[rows], lat[rows])
+        unit[rows[inside]] = candidate[usable][inside]
+        todo = todo[unit[todo] < 0]
+    if len(todo):
+        unit[todo] = located(todo)
+    return unit, codes
 
 
 def _day_text(days: np.ndarray) -> np.ndarray:
     return np.datetime_as_string(np.asarray(days, dtype="datetime64[D]"))
 
 
-def _grid_visits(grid: np.ndarray, fixes: Fixes, group: np.ndarray, weight: np.ndarray, day: np.ndarray
-                 ) -> pd.DataFrame:
-    """Per device-day and grid: visits (runs of fixes in the grid, broken by gaps) and minutes."""
+def _grid_visits(unit: np.ndarray, codes: np.ndarray, fixes: Fixes, group: np.ndarray, weight: np.ndarray,
+                 day: np.ndarray) -> pd.DataFrame:
+    """Per device-day and grid: visits (runs of fixes in the grid, broken by gaps) and minutes.
+
+    ``unit`` numbers each fix's grid in ``codes`` (-1: none).  Summed with one integer key per
+    (device-day, grid) and bincounts: no text compared per fix, no DataFrame.groupby.
+    """
     columns = ["day", "grid_code", "device_id", "visits", "minutes", "first_at", "last_at"]
-    on_grid = pd.notna(grid)
-    if not on_grid.any():
+    on_grid = np.flatnonzero(unit >= 0)
+    if not len(on_grid):
         return pd.DataFrame(columns=columns)
-    new_run = np.ones(len(grid), dtype=bool)
-    if len(grid) > 1:
+    new_run = np.ones(len(unit), dtype=bool)
+    if len(unit) > 1:
         gap = np.diff(fixes.t) > GAP_S
-        new_run[1:] = (grid[1:] != grid[:-1]) | (group[1:] != group[:-1]) | gap
-    frame = pd.DataFrame({"group": group, "grid": grid, "start": new_run, "weight": weight, "t": fixes.t,
-                          "device": fixes.device, "day": day})[on_grid]
-    summary = frame.groupby(["group", "grid"], sort=False).agg(
-        visits=("start", "sum"), seconds=("weight", "sum"), first=("t", "min"), last=("t", "max"),
-        device=("device", "first"), day=("day", "first")).reset_index()
-    return pd.DataFrame({"day": _day_text(summary["day"].to_numpy()), "grid_code": summary["grid"],
-                         "device_id": fixes.names[summary["device"].to_numpy()],
-                         "visits": summary["visits"].clip(lower=1),
-                         "minutes": np.round(summary["seconds"].to_numpy() / 60, 2),
-                         "first_at": _iso(summary["first"].to_numpy()), "last_at": _iso(summary["last"].to_numpy())})
+        new_run[1:] = (unit[1:] != unit[:-1]) | (group[1:] != group[:-1]) | gap
+    key = group[on_grid].astype(np.int64) * (len(codes) + 1) + unit[on_grid]
+    keys, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    last = len(key) - 1 - np.unique(key[::-1], return_index=True)[1]  # fixes are in time order per group
+    visits = np.bincount(inverse, weights=new_run[on_grid], minlength=len(keys)).astype(np.int64)
+    seconds = np.bincount(inverse, weights=weight[on_grid], minlength=len(keys))
+    first, last = on_grid[first], on_grid[last]
+    return pd.DataFrame({"day": _day_text(day[first]), "grid_code": codes[unit[first]],
+                         "device_id": fixes.names[fixes.device[first]], "visits": np.maximum(visits, 1),
+                         "minutes": np.round(seconds / 60, 2), "first_at": _iso(fixes.t[first]),
+                         "last_at": _iso(fixes.t[last])})
 
 
-def road_pieces(conn: Connection, metric_crs: int) -> pd.DataFrame:
-    """Every road cut into pieces of about :data:`PIECE_M` m: road id, piece number, midpoint (metric), count."""
+def road_pieces(conn: Connection, plane: Plane) -> pd.DataFrame:
+    """Every road cut into pieces of about :data:`PIECE_M` m: road id, piece number, midpoint (on ``plane``), count."""
     rows = conn.execute(text("SELECT road_id, ST_AsBinary(geom) FROM core.road ORDER BY road_id")).all()
     if not rows:
         return pd.DataFrame(columns=["road_id", "piece", "x", "y", "pieces"])
     ids = np.array([r[0] for r in rows], dtype=object)
     geoms = shapely.from_wkb([bytes(r[1]) for r in rows])
     parts, owner = shapely.get_parts(geoms, return_index=True)
-    transformer = Transformer.from_crs(4326, metric_crs, always_xy=True)
-    parts = shapely.transform(parts, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1])))
+    parts = shapely.transform(parts, lambda xy: np.column_stack(plane.xy(xy[:, 0], xy[:, 1])))
     length = shapely.length(parts)
     n = np.maximum(1, np.round(length / PIECE_M)).astype(np.int64)
     part_of = np.repeat(np.arange(len(parts)), n)
@@ -676,42 +833,37 @@ def _near_mask(px: np.ndarray, py: np.ndarray, x: np.ndarray, y: np.ndarray, rea
     return out
 
 
-def _road_sweeps(ctx: LoadContext, pieces: pd.DataFrame, x: np.ndarray, y: np.ndarray, fixes: Fixes,
+def _road_sweeps(tolerance: float, pieces: pd.DataFrame, x: np.ndarray, y: np.ndarray, fixes: Fixes,
                  moving: np.ndarray, day: np.ndarray, crews: np.ndarray) -> pd.DataFrame:
     """Per day and road: the pieces a cleaner's or truck's track passed within the tolerance, and by whom.
 
-    The track is sampled every few metres (a truck's fixes 10 s apart are 80 m apart, so points are added
-    between them); a piece counts as swept where a sample lies within the tolerance of its midpoint.  A
-    track crossing a road touches one or two of its ~20 m pieces; one along it, all of them.
+    The track is the segments between a crew's consecutive fixes (a gap longer than :data:`GAP_S` or a
+    segment longer than :data:`SEGMENT_MAX_M` is not swept in between: its fixes count as points); a
+    piece counts as swept where a segment passes within the tolerance of its midpoint.  A track crossing a
+    road touches one or two of its ~20 m pieces; one along it, all of them.  See :class:`_PieceGrid` for
+    how the segments find their pieces without a geometry each.
     """
     columns = ["day", "road_id", "pieces", "swept_pieces", "swept_by"]
-    tolerance = ctx.settings.sweep_tolerance_m
     if pieces.empty or not len(crews):
         return pd.DataFrame(columns=columns)
-    spacing = tolerance / 2
-    seg = crews[moving[crews]]
-    length = np.hypot(x[seg + 1] - x[seg], y[seg + 1] - y[seg])
-    extra = np.minimum(np.floor(length / spacing), 200).astype(np.int64)  # a long gap is not swept in between
-    extra[length > SEGMENT_MAX_M] = 0
-    owner = np.repeat(seg, extra)
-    fraction = (np.arange(extra.sum()) - np.repeat(np.cumsum(extra) - extra, extra) + 1) / np.repeat(extra + 1, extra)
-    sx = np.concatenate([x[crews], x[owner] + fraction * (x[owner + 1] - x[owner])])
-    sy = np.concatenate([y[crews], y[owner] + fraction * (y[owner + 1] - y[owner])])
-    source = np.concatenate([crews, owner])
-    px, py = pieces["x"].to_numpy(), pieces["y"].to_numpy()
-    near = _near_mask(px, py, sx, sy, tolerance)
-    sx, sy, source = sx[near], sy[near], source[near]
-    if not len(source):
+    ax, ay = x[crews], y[crews]
+    following = np.minimum(crews + 1, len(x) - 1)
+    bx, by = x[following], y[following]
+    joined = moving[crews] & (np.hypot(bx - ax, by - ay) <= SEGMENT_MAX_M)
+    bx, by = np.where(joined, bx, ax), np.where(joined, by, ay)
+    segment, piece = _PieceGrid(pieces["x"].to_numpy(), pieces["y"].to_numpy(), tolerance).near(ax, ay, bx, by)
+    if not len(segment):
         return pd.DataFrame(columns=columns)
-    tree = shapely.STRtree(shapely.points(px, py))
-    which, piece = tree.query(shapely.points(sx, sy), predicate="dwithin", distance=tolerance)
-    if not len(which):
-        return pd.DataFrame(columns=columns)
-    hits = pd.DataFrame({"day": day[source[which]], "device": fixes.device[source[which]], "piece_row": piece})
-    hits = hits.drop_duplicates()
-    hits["road_id"] = pieces["road_id"].to_numpy()[hits["piece_row"]]
-    hits["piece"] = pieces["piece"].to_numpy()[hits["piece_row"]]
-    hits["pieces"] = pieces["pieces"].to_numpy()[hits["piece_row"]]
+    fix = crews[segment]
+    piece_count = len(pieces)
+    key = np.unique((day[fix].astype(np.int64) * (int(fixes.device.max()) + 1) + fixes.device[fix]) * piece_count
+                    + piece)
+    hit_piece = key % piece_count
+    device = (key // piece_count) % (int(fixes.device.max()) + 1)
+    hit_day = key // piece_count // (int(fixes.device.max()) + 1)
+    hits = pd.DataFrame({"day": hit_day, "road_id": pieces["road_id"].to_numpy()[hit_piece],
+                         "piece": pieces["piece"].to_numpy()[hit_piece], "pieces": pieces["pieces"].to_numpy()[hit_piece],
+                         "device": device})
     by_road = hits.groupby(["day", "road_id"]).agg(
         pieces=("pieces", "first"), swept=("piece", lambda v: sorted(set(v))),
         by=("device", lambda v: sorted(set(v)))).reset_index()
@@ -721,7 +873,78 @@ def _road_sweeps(ctx: LoadContext, pieces: pd.DataFrame, x: np.ndarray, y: np.nd
                          "swept_by": ["{" + ",".join(fixes.names[v]) + "}" for v in by_road["by"]]})
 
 
-def _facility_visits(rows: list[Any], metric_crs: int, trucks: Fixes, x: np.ndarray, y: np.ndarray,
+class _PieceGrid:
+    """Road pieces' midpoints binned in square cells, for finding the segments that pass near them.
+
+    A fleet's day is millions of short segments, and most lie nowhere near a road: a summed-area table of
+    the pieces per cell tells, with four lookups, whether a segment's box (widened by the tolerance) holds
+    any piece at all.  Only those segments are paired with the pieces of the cells their box covers, and
+    each pair's exact point-to-segment distance decides.  All in numpy: no geometry object per fix, no
+    densified samples (1 s for a day of 2,000 devices against 3.4 s through an STRtree of samples).
+    """
+
+    #: Cells at most (a larger city gets larger cells: the table stays under ~100 MB).
+    MAX_CELLS = 12_000_000
+
+    def __init__(self, px: np.ndarray, py: np.ndarray, tolerance: float) -> None:
+        self.px, self.py, self.tolerance = px, py, tolerance
+        span_x, span_y = float(np.ptp(px)) + 4 * tolerance, float(np.ptp(py)) + 4 * tolerance
+        self.cell = max(2 * tolerance, float(np.sqrt(span_x * span_y / self.MAX_CELLS)))
+        self.x0, self.y0 = float(px.min()) - self.cell, float(py.min()) - self.cell
+        self.nx = int((px.max() - self.x0) // self.cell) + 2
+        self.ny = int((py.max() - self.y0) // self.cell) + 2
+        cells = ((px - self.x0) // self.cell).astype(np.int64) * self.ny + ((py - self.y0) // self.cell).astype(np.int64)
+        self.order = np.argsort(cells, kind="stable")
+        counts = np.bincount(cells, minlength=self.nx * self.ny)
+        self.first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        self.counts = counts
+        table = np.zeros((self.nx + 1, self.ny + 1), dtype=np.int32)
+        table[1:, 1:] = counts.reshape(self.nx, self.ny).cumsum(axis=0).cumsum(axis=1)
+        self.table = table
+
+    def _cell_range(self, lo: np.ndarray, hi: np.ndarray, origin: float, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """First and last cell (clipped to the table) along one axis of [lo, hi]; first > last when outside."""
+        first = np.maximum(np.floor((lo - origin) / self.cell), 0).astype(np.int64)
+        last = np.minimum(np.floor((hi - origin) / self.cell), size - 1).astype(np.int64)
+        return first, last
+
+    def near(self, ax: np.ndarray, ay: np.ndarray, bx: np.ndarray, by: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pairs (segment number, piece number) of segments A-B passing within the tolerance of a piece."""
+        reach = self.tolerance
+        ix0, ix1 = self._cell_range(np.minimum(ax, bx) - reach, np.maximum(ax, bx) + reach, self.x0, self.nx)
+        iy0, iy1 = self._cell_range(np.minimum(ay, by) - reach, np.maximum(ay, by) + reach, self.y0, self.ny)
+        valid = (ix1 >= ix0) & (iy1 >= iy0)
+        t = self.table
+        seg = np.flatnonzero(valid)
+        x0, x1, y0, y1 = ix0[seg], ix1[seg], iy0[seg], iy1[seg]
+        inside = t[x1 + 1, y1 + 1] - t[x0, y1 + 1] - t[x1 + 1, y0] + t[x0, y0]
+        keep = inside > 0
+        seg, x0, x1, y0, y1 = seg[keep], x0[keep], x1[keep], y0[keep], y1[keep]
+        if not len(seg):
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        # Every cell of every kept box, then every piece of those cells.
+        width, height = x1 - x0 + 1, y1 - y0 + 1
+        n_cells = width * height
+        owner = np.repeat(np.arange(len(seg)), n_cells)
+        k = np.arange(int(n_cells.sum())) - np.repeat(np.cumsum(n_cells) - n_cells, n_cells)
+        cell = (x0[owner] + k // height[owner]) * self.ny + (y0[owner] + k % height[owner])
+        count = self.counts[cell]
+        has = count > 0
+        owner, cell, count = owner[has], cell[has], count[has]
+        pair_owner = np.repeat(owner, count)
+        j = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+        piece = self.order[np.repeat(self.first[cell], count) + j]
+        s = seg[pair_owner]
+        px, py = self.px[piece], self.py[piece]
+        sx, sy, dx, dy = ax[s], ay[s], bx[s] - ax[s], by[s] - ay[s]
+        length2 = dx * dx + dy * dy
+        along = np.clip(((px - sx) * dx + (py - sy) * dy) / np.where(length2 > 0, length2, 1.0), 0.0, 1.0)
+        ex, ey = sx + along * dx - px, sy + along * dy - py
+        close = ex * ex + ey * ey <= reach * reach
+        return s[close], piece[close]
+
+
+def _facility_visits(rows: list[Any], plane: Plane, trucks: Fixes, x: np.ndarray, y: np.ndarray,
                      group: np.ndarray, day: np.ndarray) -> pd.DataFrame:
     """Trucks staying at least :data:`FACILITY_DWELL_S` within :data:`FACILITY_RADIUS_M` of a facility."""
     columns = ["device_id", "arrived_at", "left_at", "component_code", "facility_kind", "day", "minutes"]
@@ -729,7 +952,7 @@ def _facility_visits(rows: list[Any], metric_crs: int, trucks: Fixes, x: np.ndar
         return pd.DataFrame(columns=columns)
     codes = np.array([r[0] for r in rows], dtype=object)
     kinds = np.array([FACILITY_KINDS[r[1]] for r in rows], dtype=object)
-    fx, fy = _metric(metric_crs, np.array([r[2] for r in rows]), np.array([r[3] for r in rows]))
+    fx, fy = plane.xy(np.array([r[2] for r in rows], dtype=float), np.array([r[3] for r in rows], dtype=float))
     tree = shapely.STRtree(shapely.points(fx, fy))
     candidates = np.flatnonzero(_near_mask(fx, fy, x, y, FACILITY_RADIUS_M))
     near, facility = tree.query(shapely.points(x[candidates], y[candidates]), predicate="dwithin",
@@ -755,7 +978,7 @@ def _facility_visits(rows: list[Any], metric_crs: int, trucks: Fixes, x: np.ndar
                          "minutes": np.round((visits["left"] - visits["arrived"]).to_numpy() / 60, 2)})
 
 
-def _case_checks(ctx: LoadContext, rows: list[Any], fixes: Fixes, x: np.ndarray, y: np.ndarray) -> pd.DataFrame:
+def _case_checks(plane: Plane, rows: list[Any], fixes: Fixes, x: np.ndarray, y: np.ndarray) -> pd.DataFrame:
     """Patrol-reported cases: a patroller near at report time?  Dispatched cases: first crew fix near after."""
     columns = ["case_number", "case_reported_at", "source_channel", "patroller_present", "dispatched_at",
                "first_crew_fix_at", "crew_device_id", "arrival_minutes"]
@@ -763,7 +986,7 @@ def _case_checks(ctx: LoadContext, rows: list[Any], fixes: Fixes, x: np.ndarray,
         return pd.DataFrame(columns=columns)
     cases = pd.DataFrame(rows, columns=["case_number", "reported_at", "channel", "reported", "dispatched", "lon",
                                         "lat"])
-    cx, cy = _metric(ctx.settings.metric_crs, cases["lon"].to_numpy(float), cases["lat"].to_numpy(float))
+    cx, cy = plane.xy(cases["lon"].to_numpy(float), cases["lat"].to_numpy(float))
     candidates = np.flatnonzero(_near_mask(cx, cy, x, y, CASE_RADIUS_M))
     tree = shapely.STRtree(shapely.points(cx, cy))
     near, case = tree.query(shapely.points(x[candidates], y[candidates]), predicate="dwithin", distance=CASE_RADIUS_M)
@@ -797,23 +1020,16 @@ def write_rollups(ctx: LoadContext, rollups: Rollups) -> None:
     days = rollups.days
     if not days:
         return
-    _stage(conn, "_track_day_in", rollups.device_days)
-    conn.execute(text(
-        "INSERT INTO core.track_day AS d (device_id, day, role, geom, length_m, first_at, last_at, fix_count,"
-        " source_run_id) SELECT device_id, day::date, role, ST_SetSRID(ST_GeomFromWKB(decode(geom, 'hex')), 4326),"
-        " length_m::float8, first_at::timestamptz, last_at::timestamptz, fix_count::int, source_run_id::bigint"
-        " FROM _track_day_in ON CONFLICT (day, device_id) DO UPDATE SET geom = EXCLUDED.geom,"
-        " length_m = EXCLUDED.length_m, first_at = EXCLUDED.first_at, last_at = EXCLUDED.last_at,"
-        " fix_count = EXCLUDED.fix_count, source_run_id = EXCLUDED.source_run_id"))
+    # Every rollup of a touched device-day is replaced: delete, then COPY the new rows straight in.
+    _stage(conn, "_track_day_in", rollups.device_days[["device_id", "day"]])
     touched = "(SELECT device_id, day::date AS day FROM _track_day_in)"
+    conn.execute(text(f"DELETE FROM core.track_day d USING {touched} t"  # noqa: S608 (our SQL)
+                      " WHERE d.device_id = t.device_id AND d.day = t.day"))
+    copy_frame(conn, "core.track_day", rollups.device_days, list(rollups.device_days.columns))
     conn.execute(text(f"DELETE FROM core.track_grid_visit v USING {touched} t"  # noqa: S608 (our SQL)
                       " WHERE v.device_id = t.device_id AND v.day = t.day"))
-    if len(rollups.grid_visits):
-        _stage(conn, "_visit_in", rollups.grid_visits)
-        conn.execute(text(
-            "INSERT INTO core.track_grid_visit (day, grid_code, device_id, visits, minutes, first_at, last_at)"
-            " SELECT day::date, grid_code, device_id, visits::int, minutes::float8, first_at::timestamptz,"
-            " last_at::timestamptz FROM _visit_in"))
+    if len(rollups.grid_visits):  # straight in: the touched device-days' visits are gone, nothing conflicts
+        copy_frame(conn, "core.track_grid_visit", rollups.grid_visits, list(rollups.grid_visits.columns))
     conn.execute(text("DELETE FROM core.grid_patrol_day WHERE day = ANY(CAST(:days AS date[]))"), {"days": days})
     conn.execute(text(
         "INSERT INTO core.grid_patrol_day (day, grid_code, visits, minutes, devices, first_at, last_at)"

@@ -33,7 +33,7 @@ _GRID_STATUS_SQL = text("""
             SELECT q.day FROM core.grid_patrol_day q
              WHERE q.grid_code = g.code AND q.day <= :day AND q.day > :since
              ORDER BY q.day DESC LIMIT 1) last ON true
-     WHERE g.level = 'grid' AND g.code LIKE :prefix
+     WHERE g.level = 'grid' AND g.code LIKE :prefix AND g.code >= :low AND g.code < :high
      ORDER BY g.code
 """)
 
@@ -42,6 +42,20 @@ def _prefix(area_code: str | None) -> str:
     if area_code is not None and not (area_code.isdigit() and 6 <= len(area_code) <= 16):
         raise ValueError(f"area code must be 6-16 digits, not {area_code!r}")
     return (area_code or "") + "%"
+
+
+def _code_range(area_code: str | None) -> tuple[str, str]:
+    """Bounds that hold every code starting with ``area_code``, for an index range scan beside the LIKE.
+
+    Codes are digits, and digit strings compare digit by digit in every collation: the codes of street
+    370303001 lie in ["370303001", "370303002").  The LIKE stays the exact test.
+    """
+    top = "9" * 32  # above every code (at most 16 digits)
+    if not area_code:
+        return "", top
+    if set(area_code) == {"9"}:
+        return area_code, top
+    return area_code, str(int(area_code) + 1).zfill(len(area_code))
 
 
 def patrol_days(engine: Engine, limit: int = 62) -> list[date]:
@@ -62,8 +76,9 @@ def grid_patrol_status(engine: Engine, day: date, area_code: str | None, idle_da
     ``idle_days`` days or more).
     """
     with engine.connect() as conn:
+        low, high = _code_range(area_code)
         result = conn.execute(_GRID_STATUS_SQL, {"day": day, "since": day - timedelta(days=LOOKBACK_DAYS),
-                                                 "prefix": _prefix(area_code)})
+                                                 "prefix": _prefix(area_code), "low": low, "high": high})
         names = list(result.keys())
         rows = result.all()
     columns = list(zip(*rows, strict=True)) if rows else [()] * len(names)
@@ -75,7 +90,9 @@ def grid_patrol_status(engine: Engine, day: date, area_code: str | None, idle_da
     frame["devices"] = frame["devices"].to_numpy(dtype=np.int64)
     frame["minutes"] = np.round(frame["minutes"].to_numpy(dtype=np.float64), 1)
     frame["idle_days"] = pd.array(idle, dtype="Int64") if len(idle) else pd.array([], dtype="Int64")
-    frame["last_patrolled"] = [None if np.isnan(v) else day - timedelta(days=int(v)) for v in idle]
+    last = (np.datetime64(day, "D") - np.nan_to_num(idle).astype("timedelta64[D]")).astype(object)
+    last[np.isnan(idle)] = None
+    frame["last_patrolled"] = pd.Series(last, index=frame.index, dtype=object)
     frame["patrolled"] = visits > 0
     frame["flagged"] = ~frame["patrolled"].to_numpy() & (np.isnan(idle) | (np.nan_to_num(idle) >= idle_days))
     return frame
@@ -86,16 +103,25 @@ def patrol_shares(status: pd.DataFrame, by: str) -> pd.DataFrame:
 
     Counted with numpy on the unit codes (a street's thousand grids: well under a millisecond).
     """
-    codes = status[by].to_numpy(dtype=object)
-    known = np.array([c is not None and c == c for c in codes], dtype=bool)
-    if not known.any():
+    units, grids, patrolled, flagged = share_counts(status, by)
+    if not len(units):
         return pd.DataFrame(columns=[by, "grids", "patrolled", "share", "flagged"])
+    return pd.DataFrame({by: units, "grids": grids, "patrolled": patrolled,
+                         "share": np.round(patrolled / grids, 3), "flagged": flagged})
+
+
+def share_counts(status: pd.DataFrame, by: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`patrol_shares` as arrays (units, grids, patrolled, flagged), for a caller that makes rows of them."""
+    codes = status[by].to_numpy(dtype=object)
+    known = np.array([c is not None and c == c for c in codes.tolist()], dtype=bool)
+    if not known.any():
+        empty = np.empty(0, dtype=np.int64)
+        return np.empty(0, dtype=object), empty, empty, empty
     units, inverse = np.unique(codes[known].astype(str), return_inverse=True)
     grids = np.bincount(inverse)
     patrolled = np.bincount(inverse, weights=status["patrolled"].to_numpy()[known]).astype(np.int64)
     flagged = np.bincount(inverse, weights=status["flagged"].to_numpy()[known]).astype(np.int64)
-    return pd.DataFrame({by: units, "grids": grids, "patrolled": patrolled,
-                         "share": np.round(patrolled / grids, 3), "flagged": flagged})
+    return units.astype(object), grids, patrolled, flagged
 
 
 def road_sweep(engine: Engine, day: date, area_code: str | None) -> pd.DataFrame:

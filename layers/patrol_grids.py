@@ -12,6 +12,7 @@ from datetime import date
 from functools import lru_cache
 from typing import Any, Final
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, text
 
@@ -64,7 +65,7 @@ class PatrolGrids:
 def status_of(frame: pd.DataFrame) -> list[str]:
     """patrolled / idle / flagged per grid row."""
     return ["patrolled" if p else ("flagged" if f else "idle")
-            for p, f in zip(frame["patrolled"], frame["flagged"], strict=True)]
+            for p, f in zip(frame["patrolled"].tolist(), frame["flagged"].tolist(), strict=True)]
 
 
 @register
@@ -84,6 +85,7 @@ class PatrolGridLayer(Layer[PatrolGrids]):
     def draw(self, data: PatrolGrids, lang: str) -> list[dict[str, Any]]:
         frame = data.status
         statuses = status_of(frame)
+        words = {s: t(f"patrol.status.{s}", lang) for s in STATUS}
         return [{
             "type": "choroplethmap",
             "geojson": data.geojson,
@@ -95,9 +97,12 @@ class PatrolGridLayer(Layer[PatrolGrids]):
                            [0.66, STATUS["idle"][1]], [0.67, STATUS["patrolled"][1]], [1, STATUS["patrolled"][1]]],
             "showscale": False,
             "marker": {"line": {"color": "#ffffff", "width": 0.5}, "opacity": 0.85},
-            "customdata": [[c, n, t(f"patrol.status.{s}", lang), m, v, "" if pd.isna(i) else int(i)]
-                           for c, n, s, m, v, i in zip(frame["grid_code"], frame["name"], statuses, frame["minutes"],
-                                                       frame["visits"], frame["idle_days"], strict=True)],
+            "customdata": [[c, n, words[s], m, v, "" if i != i else int(i)]
+                           for c, n, s, m, v, i in zip(
+                               frame["grid_code"].tolist(), frame["name"].tolist(), statuses,
+                               frame["minutes"].to_numpy(dtype=float).tolist(),
+                               frame["visits"].to_numpy(dtype=int).tolist(),
+                               frame["idle_days"].to_numpy(dtype=float, na_value=np.nan).tolist(), strict=True)],
             "hovertemplate": (f"%{{customdata[1]}} %{{customdata[0]}}<br>%{{customdata[2]}}<br>"
                               f"{t('patrol.minutes', lang)} %{{customdata[3]}}, {t('patrol.visits', lang)}"
                               f" %{{customdata[4]}}<br>{t('patrol.idle_days', lang)} %{{customdata[5]}}<extra></extra>"),

@@ -244,3 +244,69 @@ def test_trucks_at_a_toilet_and_crews_at_cases_are_found(store: SuiteStore, city
     assert visits[0][2] == pytest.approx(5.0, abs=0.6)
     assert checks["TRK-A"][0] is True
     assert checks["TRK-B"][1] == pytest.approx(10 + 280 / (0.0000125 * 89_150 / 10) / 60, abs=1.5) and checks["TRK-B"][2] == "CLEAN-5"
+
+
+def _test_city_index():  # type: ignore[no-untyped-def]
+    import geopandas as gpd
+    from shapely.geometry import shape
+
+    from etl.locate import AdminIndex
+
+    features = factories.city_features()
+    codes = [f["properties"]["code"] for f in features]
+    levels = {6: "district", 9: "street", 12: "community", 15: "grid"}
+    return AdminIndex.from_frame(gpd.GeoDataFrame(
+        {"code": codes, "level": [levels[len(c)] for c in codes]},
+        geometry=[shape(f["geometry"]) for f in features], crs="EPSG:4326"))
+
+
+def test_the_grids_of_walking_fixes_are_those_every_fix_lies_in() -> None:
+    """locate_grids (an anchor every few fixes, the others tried against their anchors' grids) against locate_points
+    on every fix: walks that cross grid edges, enter the community without grids and leave the city."""
+    from etl.locate import locate_points
+    from etl.tracks import locate_grids
+
+    rng = np.random.default_rng(9)
+    lon, lat, group = [], [], []
+    for device in range(12):
+        steps = int(rng.integers(20, 400))
+        heading = rng.uniform(0, 2 * np.pi) + np.cumsum(rng.normal(0, 0.4, steps))
+        step = rng.uniform(0.0002, 0.004)  # 20 m to 350 m between fixes: some cross an edge every few fixes
+        lon.append(rng.uniform(118.0, 118.1) + np.cumsum(np.cos(heading) * step))
+        lat.append(rng.uniform(36.78, 36.88) + np.cumsum(np.sin(heading) * step))
+        group.append(np.full(steps, device))
+
+    def bounce(v: np.ndarray, lo: float, hi: float) -> np.ndarray:  # reflected at the walls, a little outside the city
+        return lo + np.abs((v - lo + (hi - lo)) % (2 * (hi - lo)) - (hi - lo))
+
+    x, y = bounce(np.concatenate(lon), 117.995, 118.105), bounce(np.concatenate(lat), 36.775, 36.885)
+    g = np.concatenate(group)
+    index = _test_city_index()
+    unit, codes = locate_grids(index, x, y, g)
+    found = np.where(unit >= 0, codes[np.maximum(unit, 0)], None)
+    expected = locate_points(index, x, y)["grid_code"].to_numpy()
+    assert len(x) > 1000 and 0 < (expected == None).sum() < len(x) / 2  # noqa: E711 (element-wise)
+    assert found.tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize("max_cells", [12_000_000, 50])
+def test_segments_find_exactly_the_road_pieces_within_the_tolerance(max_cells: int,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """_PieceGrid against a brute-force distance from every segment to every piece, with fine and coarse cells."""
+    from etl.tracks import _PieceGrid
+
+    monkeypatch.setattr(_PieceGrid, "MAX_CELLS", max_cells)
+    rng = np.random.default_rng(4)
+    px, py = rng.uniform(0, 3000, 400), rng.uniform(0, 2000, 400)
+    ax, ay = rng.uniform(-200, 3200, 3000), rng.uniform(-200, 2200, 3000)
+    length = np.where(rng.random(3000) < 0.2, 0.0, rng.exponential(60, 3000))  # a fifth are single fixes
+    angle = rng.uniform(0, 2 * np.pi, 3000)
+    bx, by = ax + length * np.cos(angle), ay + length * np.sin(angle)
+    segment, piece = _PieceGrid(px, py, 15.0).near(ax, ay, bx, by)
+    dx, dy = (bx - ax)[:, None], (by - ay)[:, None]
+    along = np.clip(((px[None, :] - ax[:, None]) * dx + (py[None, :] - ay[:, None]) * dy)
+                    / np.where(dx * dx + dy * dy > 0, dx * dx + dy * dy, 1.0), 0, 1)
+    distance = np.hypot(ax[:, None] + along * dx - px[None, :], ay[:, None] + along * dy - py[None, :])
+    expected = set(zip(*np.nonzero(distance <= 15.0), strict=True))
+    assert len(expected) > 50
+    assert set(zip(segment.tolist(), piece.tolist(), strict=True)) == {(int(s), int(p)) for s, p in expected}
