@@ -318,7 +318,12 @@ def _distinct(work: pd.DataFrame, keys: dict[str, pd.Series]) -> tuple[pd.DataFr
     total = 1
     for _, size in codes:
         total *= max(size, 1)
-    if total < 2**62:
+    if total <= 4 * len(work) + 4096:  # few combinations: counted densely, no sort (what np.unique gives)
+        key = np.zeros(len(work), dtype=np.int64)
+        for values, size in codes:
+            key = key * size + values
+        first, inverse = _dense_unique(key, total)
+    elif total < 2**62:
         key = np.zeros(len(work), dtype=np.int64)
         for values, size in codes:
             key = key * size + values
@@ -334,6 +339,20 @@ def _distinct(work: pd.DataFrame, keys: dict[str, pd.Series]) -> tuple[pd.DataFr
     })
     sample = sample.astype("object").where(sample.notna(), None) if len(sample.columns) else sample
     return sample, inverse.astype(np.intp)
+
+
+def _dense_unique(key: np.ndarray, total: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(key, return_index=True, return_inverse=True)[1:]`` for keys in ``range(total)``.
+
+    Why: the validation keys are small codes (a few hundred combinations), so a pass over a table of
+    ``total`` slots replaces the sort of a million keys that np.unique does on every call.
+    """
+    present = np.zeros(total, dtype=bool)
+    present[key] = True
+    first_at = np.empty(total, dtype=np.int64)
+    first_at[key[::-1]] = np.arange(len(key) - 1, -1, -1)  # repeated slots: the last write (first row) wins
+    rank = np.cumsum(present) - 1
+    return first_at[np.flatnonzero(present)], rank[key]
 
 
 def _aligned(series: pd.Series, work: pd.DataFrame) -> pd.Series:

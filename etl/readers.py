@@ -38,6 +38,11 @@ inside quotes are told apart from real ones.  That gives each record's first lin
 Records with the wrong number of fields, with undecodable bytes, or cut off inside a quote at the end of
 the file become rejects; the rest are handed to pyarrow, which must then return exactly that many rows
 (it is checked: a disagreement is an error, never a silent loss).
+
+Counting the delimiters outside quotes is the dear part on exports that quote every value, so a plain
+file (quotes only where a well-formed CSV puts them, no line break inside quotes, no undecodable bytes)
+skips it: pyarrow parses the whole file and counts the fields itself; at the first row with the wrong
+count the exact scan above runs instead, so rejects, reasons and row numbers are the same either way.
 """
 
 from __future__ import annotations
@@ -634,7 +639,7 @@ class _Scan:
     content_ends: np.ndarray  # ends minus the \r of a \r\n
     lines: np.ndarray  # 1-based line where the record starts
     last_lines: np.ndarray  # 1-based line where the record ends
-    fields: np.ndarray
+    fields: np.ndarray | None  # None: not counted (:func:`_scan_quick`)
     open_at_eof: bool  # the last record ends inside a quoted field
     quoted_breaks: bool  # some line break lies inside quotes
     bad: np.ndarray  # record indexes holding undecodable bytes
@@ -709,12 +714,8 @@ class _Quotes:
         return (index >= 0) & (positions < self.span_ends[np.maximum(index, 0)])
 
 
-def _scan(buffer: bytes, delimiter: int, marked: bool) -> _Scan:
-    """Find the records of a UTF-8 CSV buffer: vectorised with numpy, no Python loop over rows.
-
-    Line breaks are ``\\n``, ``\\r\\n`` and a lone ``\\r`` (as pyarrow and Python's csv count them).
-    """
-    arr = np.frombuffer(buffer, dtype=np.uint8)
+def _line_breaks(arr: np.ndarray, buffer: bytes) -> np.ndarray:
+    """Positions of the line breaks: ``\\n``, ``\\r\\n`` (its ``\\n``) and a lone ``\\r``."""
     size = len(arr)
     breaks = np.flatnonzero(arr == _LF)
     if b"\r" in buffer:
@@ -723,9 +724,12 @@ def _scan(buffer: bytes, delimiter: int, marked: bool) -> _Scan:
         lone = returns[(returns + 1 >= size) | (arr[following] != _LF)]
         if len(lone):
             breaks = np.union1d(breaks, lone)
-    quotes = _Quotes.find(arr, delimiter) if b'"' in buffer else _Quotes()
-    quoted = quotes.inside(breaks)
-    record_breaks = breaks[~quoted]
+    return breaks
+
+
+def _record_bounds(arr: np.ndarray, record_breaks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each record's start, end (its line break or the end of the data) and content end (before ``\\r\\n``)."""
+    size = len(arr)
     starts = np.concatenate(([0], record_breaks + 1)).astype(np.int64)
     ends = np.concatenate((record_breaks, [size])).astype(np.int64)
     if starts[-1] >= size:  # the file ends with a line break: no record after it
@@ -733,7 +737,48 @@ def _scan(buffer: bytes, delimiter: int, marked: bool) -> _Scan:
     crlf = np.zeros(len(ends), dtype=bool)
     has_prev = (ends > starts) & (ends < size)
     crlf[has_prev] = (arr[ends[has_prev]] == _LF) & (arr[ends[has_prev] - 1] == _CR)
-    content_ends = ends - crlf
+    return starts, ends, ends - crlf
+
+
+def _has_marks(buffer: bytes) -> bool:
+    """Whether the buffer holds undecodable bytes marked by :func:`_to_utf8` (ED B2 xx / ED B3 xx)."""
+    return b"\xed\xb2" in buffer or b"\xed\xb3" in buffer
+
+
+def _scan_quick(buffer: bytes, delimiter: int, marked: bool) -> _Scan | None:
+    """The records of a plain CSV buffer without counting fields, or None when the file is not plain.
+
+    Why: counting the delimiters outside quotes is most of the scan's cost on an export that quotes
+    every text value (tens of millions of quotes and delimiters), yet on a well-formed file pyarrow counts
+    the fields anyway while parsing.  "Plain" means: every quote is where a well-formed CSV puts it (see
+    :class:`_Quotes`), no line break lies inside quotes (so a record is a line), the file does not end
+    inside quotes and holds no undecodable bytes.  Then records, line numbers and blank lines are exactly
+    what :func:`_scan` finds; only ``fields`` is left out (None), and the caller lets pyarrow check the
+    field counts (:func:`_read_csv` falls back to :func:`_scan` when any row has the wrong count).
+    """
+    if marked and _has_marks(buffer):
+        return None
+    arr = np.frombuffer(buffer, dtype=np.uint8)
+    breaks = _line_breaks(arr, buffer)
+    if b'"' in buffer:
+        quotes = _Quotes.find(arr, delimiter)
+        if quotes.quotes is None or quotes.open_at_eof or bool(quotes.inside(breaks).any()):
+            return None
+    starts, ends, content_ends = _record_bounds(arr, breaks)
+    lines = np.arange(1, len(starts) + 1, dtype=np.int64)  # one record per line: no quoted breaks
+    return _Scan(starts, ends, content_ends, lines, lines, None, False, False, np.empty(0, dtype=np.int64))
+
+
+def _scan(buffer: bytes, delimiter: int, marked: bool) -> _Scan:
+    """Find the records of a UTF-8 CSV buffer: vectorised with numpy, no Python loop over rows.
+
+    Line breaks are ``\\n``, ``\\r\\n`` and a lone ``\\r`` (as pyarrow and Python's csv count them).
+    """
+    arr = np.frombuffer(buffer, dtype=np.uint8)
+    breaks = _line_breaks(arr, buffer)
+    quotes = _Quotes.find(arr, delimiter) if b'"' in buffer else _Quotes()
+    quoted = quotes.inside(breaks)
+    starts, ends, content_ends = _record_bounds(arr, breaks[~quoted])
     delimiters = np.flatnonzero(arr == delimiter)
     if quotes.quotes is not None or quotes.span_starts is not None:
         delimiters = delimiters[~quotes.inside(delimiters)]
@@ -810,7 +855,8 @@ def _read_csv(path: Path, encoding: str | None, delimiter: str | None) -> RawTab
     delim = ord(delimiter)
     if delim > 0x7F:
         raise SourceError(f"'{name}': the delimiter must be an ASCII character, not {delimiter!r}.")
-    scan = _scan(buffer, delim, marked=not detection.strict)
+    marked = not detection.strict
+    scan = _scan_quick(buffer, delim, marked) or _scan(buffer, delim, marked)
     content = scan.content_ends > scan.starts
     nonblank = np.flatnonzero(content)
     if len(nonblank) == 0:
@@ -826,7 +872,12 @@ def _read_csv(path: Path, encoding: str | None, delimiter: str | None) -> RawTab
     header_text = buffer[scan.starts[header_index] : scan.content_ends[header_index]].decode("utf-8")
     header = _clean_headers(_split_record(header_text, delimiter), notes)
     width = len(header)
-    if scan.fields[header_index] != width:  # cannot happen for a well-formed header; guard anyway
+    header_fields = (
+        scan.fields[header_index]
+        if scan.fields is not None
+        else _scan(buffer[scan.starts[header_index] : scan.ends[header_index]], delim, False).fields[0]
+    )
+    if header_fields != width:  # cannot happen for a well-formed header; guard anyway
         raise SourceError(
             f"'{name}': the header line could not be split into fields; check the delimiter "
             f"(pass --delimiter)."
@@ -840,6 +891,13 @@ def _read_csv(path: Path, encoding: str | None, delimiter: str | None) -> RawTab
     whitespace_only: list[int] = []
     last = record_count - 1
     file_unterminated = scan.ends[last] == len(buffer) and last > header_index
+    table: pa.Table | None = None
+    if scan.fields is None:  # plain file: let pyarrow check the field counts while parsing
+        good = data_records[content[data_records]]
+        table = _parse_good_records(buffer, scan, header_index, good, [], delimiter, width, name, exact=False)
+        if table is None:  # some record has the wrong field count: find it the exact way
+            scan = _scan(buffer, delim, marked)
+    assert scan.fields is not None or table is not None
 
     def record_text(index: int) -> str:
         """The record as text; an undecodable byte shown as \\xNN, as a hex editor would."""
@@ -850,13 +908,16 @@ def _read_csv(path: Path, encoding: str | None, delimiter: str | None) -> RawTab
         first, final = int(scan.lines[index]), int(scan.last_lines[index])
         return f"Line {first}" if first == final else f"The record on lines {first}-{final}"
 
-    wrong = data_records[(scan.fields[data_records] != width) & content[data_records]]
-    candidates = sorted(
-        set(wrong.tolist())
-        | {b for b in bad if b > header_index}
-        | ({last} if scan.open_at_eof and last > header_index else set())
-    )
+    candidates: list[int] = []
+    if scan.fields is not None:
+        wrong = data_records[(scan.fields[data_records] != width) & content[data_records]]
+        candidates = sorted(
+            set(wrong.tolist())
+            | {b for b in bad if b > header_index}
+            | ({last} if scan.open_at_eof and last > header_index else set())
+        )
     for index in candidates:
+        assert scan.fields is not None
         line = int(scan.lines[index])
         text = record_text(index)
         cut = index == last and file_unterminated
@@ -912,7 +973,8 @@ def _read_csv(path: Path, encoding: str | None, delimiter: str | None) -> RawTab
     keep = content.copy()
     keep[excluded] = False
     good = data_records[keep[data_records]]
-    table = _parse_good_records(buffer, scan, header_index, good, excluded, delimiter, width, name)
+    if table is None:
+        table = _parse_good_records(buffer, scan, header_index, good, excluded, delimiter, width, name)
 
     if len(blank):
         notes.append(f"{len(blank)} blank line(s) skipped ({_listing(scan.lines[blank])}).")
@@ -951,11 +1013,14 @@ def _parse_good_records(
     delimiter: str,
     width: int,
     name: str,
-) -> pa.Table:
+    exact: bool = True,
+) -> pa.Table | None:
     """Parse the records that passed the scan with pyarrow, all columns as strings.
 
     The excluded records are cut out of the buffer first, so pyarrow sees only records with the right
     field count and must return exactly ``len(good)`` rows; anything else is an error, not a loss.
+    With ``exact=False`` (after :func:`_scan_quick`, which did not count fields) a disagreement is not
+    an error but None: the caller then scans exactly and finds the records with the wrong field count.
     """
     columns = [f"f{i}" for i in range(width)]
     if len(good) == 0:
@@ -977,7 +1042,7 @@ def _parse_good_records(
 
     def disagree(row: Any) -> str:
         unexpected.append(row)
-        return "skip"
+        return "skip" if exact else "error"  # not exact: stop at the first, the caller rescans
 
     try:
         table = pacsv.read_csv(
@@ -1001,11 +1066,15 @@ def _parse_good_records(
             ),
         )
     except pa.ArrowInvalid as error:
+        if not exact:
+            return None
         raise SourceError(
             f"'{name}' could not be parsed as CSV ({error}); check the delimiter and quotes, or "
             "report it as a bug with the file."
         ) from error
     if unexpected or table.num_rows != expected:
+        if not exact:
+            return None
         raise SourceError(
             f"'{name}': the CSV parser returned {table.num_rows} rows ({len(unexpected)} more it could not split) "
             f"where the scan found {expected}: this is a bug in CityGrid's reader, please report it with the "

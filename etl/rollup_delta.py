@@ -342,17 +342,25 @@ def _sum_by(frame: pd.DataFrame, keys: list[str], values: np.ndarray, names: lis
     for key in keys:
         code, unique = pd.factorize(frame[key], use_na_sentinel=False)
         codes.append(code.astype(np.int64))
-        uniques.append(np.asarray(unique, dtype=object))
+        uniques.append(unique)
     combined = codes[0]
     for code, unique in zip(codes[1:], uniques[1:], strict=True):
         combined = combined * len(unique) + code
     group, distinct = pd.factorize(combined)
     first = np.empty(len(distinct), dtype=np.int64)
     first[group[::-1]] = np.arange(len(group) - 1, -1, -1)
-    out = {key: uniques[i][codes[i][first]] for i, key in enumerate(keys)}
-    for j, name in enumerate(names):
-        out[name] = np.bincount(group, weights=values[:, j], minlength=len(distinct))
-    return pd.DataFrame(out)
+    # The sums as one float block built in place (no per-column consolidation copy), keys put in front.
+    # Text and time keys keep their column's dtype (Index.take: no round trip through Python objects);
+    # other keys stay object arrays as they always were, so the upserts read exactly the same frames.
+    sums = np.empty((len(names), len(distinct)), dtype=np.float64)
+    for j in range(len(names)):
+        sums[j] = np.bincount(group, weights=values[:, j], minlength=len(distinct))
+    out = pd.DataFrame(sums.T, columns=names, copy=False)
+    for i, key in enumerate(keys):
+        taken = uniques[i].take(codes[i][first])
+        typed = isinstance(taken.dtype, pd.StringDtype) or taken.dtype.kind == "M"
+        out.insert(i, key, taken.array if typed else np.asarray(taken, dtype=object))
+    return out
 
 
 def _open_rows(cases: pd.DataFrame, day: pd.Series) -> pd.DataFrame:

@@ -309,6 +309,43 @@ def test_random_awkward_csvs_agree_with_pythons_csv_module(tmp_path: Path) -> No
         assert got_rejected == rejected, text
 
 
+QUICK_AND_EXACT_FILES = {
+    "unquoted": ("id,name,x\n1,张店,1.5\n2,,2\n3,淄川,\n", True),
+    "all quoted": ('"id","name","x"\n"1","张,店","1.5"\r\n"2","","2"\n\n"3","a ""q"" b",3\n', True),
+    "stray quotes": ('id,name,x\n1,ab"c,1\n2,"q"r,2\n3,"x,""y""",3', False),
+    "text after a closing quote": ('id,name,x\n1,"q"r,1\n2,"x,""y""",2\r\n', True),
+    "embedded newline": ('id,name,x\n1,"two\nlines",1\n2,"cr\r\nlf",2\n3,c,3\n', False),
+    "embedded quote and break": ('id,name,x\n1,"say ""hi""\nthen",1\n2,b,2\n', False),
+    "wrong counts, blanks, spaces, cut": (
+        'id,name,x\n1,a,1\n2,b\n\n   \n3,"c",3,extra\n,,\n4,"d",4\n5,e',
+        True,
+    ),
+    "unclosed quote at the end": ('id,name,x\n1,a,1\n2,"b,2\n3,c,3\n', False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(QUICK_AND_EXACT_FILES))
+def test_quick_and_exact_csv_scans_read_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """The quick scan (no field counting; pyarrow checks the counts, falling back to the exact scan when
+    one is wrong) and the exact scan give the same frame, rejects, row numbers and notes.  The exact
+    path is forced by making the quick scan decline, as it does for any file that is not plain."""
+    from etl import readers
+
+    text, plain = QUICK_AND_EXACT_FILES[name]
+    path = write(tmp_path, "cases.csv", text)
+    assert (readers._scan_quick(text.encode(), ord(","), False) is not None) is plain
+    quick = read_table(path)
+    monkeypatch.setattr(readers, "_scan_quick", lambda buffer, delimiter, marked: None)
+    exact = read_table(path)
+    assert_shape(quick)
+    pd.testing.assert_frame_equal(quick.frame, exact.frame)
+    pd.testing.assert_frame_equal(quick.rejects, exact.rejects)
+    assert quick.notes == exact.notes
+    assert quick.rows_read == exact.rows_read
+
+
 def test_wrong_field_counts_and_a_cut_off_last_line_become_rejects(tmp_path: Path) -> None:
     text = (
         csv_text(ROWS)
