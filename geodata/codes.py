@@ -137,3 +137,25 @@ ROAD_CLASSES: Final[dict[str, tuple[str, str]]] = {
     "alley": ("街巷", "Alley"),
     "other": ("其他", "Other"),
 }
+
+
+def code_range(area_code: str | None) -> tuple[str, str]:
+    """Bounds holding every code that starts with ``area_code``, for an index range scan beside a LIKE.
+
+    Why: ``code LIKE '370303001%'`` cannot use a btree index under the database's collation (only a "C"
+    or pattern-ops index serves LIKE), so at 25,000 grids or a million components each such filter was a
+    scan.  Codes are digits, and digit strings compare digit by digit in every collation: the codes of
+    street 370303001 lie in ["370303001", "370303002").  Keep the LIKE as the exact test.
+    """
+    top = "9" * 32  # above every code (at most 16 digits)
+    if not area_code:
+        return "", top
+    if set(area_code) == {"9"}:
+        return area_code, top
+    return area_code, str(int(area_code) + 1).zfill(len(area_code))
+
+
+def prefix_params(area_code: str | None) -> dict[str, str]:
+    """``prefix`` (for LIKE), ``low`` and ``high`` (for the index range) of the codes under ``area_code``."""
+    low, high = code_range(area_code)
+    return {"prefix": f"{area_code or ''}%", "low": low, "high": high}

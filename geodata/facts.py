@@ -152,6 +152,16 @@ class _Month:
     state: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint8))
     states: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
 
+    #: Per unit level: the month's row positions ordered by that level's local id (stable, so ascending
+    #: within a unit) and where each id's run starts (id -1, "none", first).  A unit's rows are then one
+    #: slice, and a grid or a street costs its own rows, not a pass over the month's.
+    unit_order: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    def unit_rows(self, level: str, local_id: int) -> np.ndarray:
+        """Positions (ascending) of the rows whose ``level`` column is ``local_id``."""
+        order, starts = self.unit_order[level]
+        return order[starts[local_id + 1]:starts[local_id + 2]]
+
     def local(self, column: str, values: tuple[str, ...] | list[str]) -> np.ndarray:
         """Month-local indices of ``values`` in a dictionary column (absent values are dropped)."""
         words = self.dictionaries[column]
@@ -227,8 +237,14 @@ class CaseFacts:
             if old != folder:
                 shutil.rmtree(old, ignore_errors=True)
         states, state = np.unique(np.asarray(columns["flags"]), return_inverse=True)
+        unit_order = {}
+        for level in UNIT_COLUMNS:
+            ids = np.asarray(columns[level])
+            order = np.argsort(ids, kind="stable").astype(np.int32)
+            counts = np.bincount(ids + 1, minlength=len(dictionaries[level]) + 1)
+            unit_order[level] = (order, np.concatenate(([0], np.cumsum(counts))))
         return _Month(month, stamp, columns, dictionaries, size=len(columns["day"]),
-                      state=state.astype(np.uint16), states=states.astype(np.int64))
+                      state=state.astype(np.uint16), states=states.astype(np.int64), unit_order=unit_order)
 
     def _build(self, month: date, folder: Path) -> None:
         """Copy one month out of PostgreSQL (CSV through COPY, parsed by Arrow) into .npy columns."""
@@ -293,45 +309,70 @@ class CaseFacts:
         return to_case_counts(frame.iloc[0])
 
     def mask(self, month: _Month, query: FactQuery) -> np.ndarray | None:
-        """Rows of ``month`` in the query (None: none at all)."""
+        """Rows of ``month`` in the query as a boolean mask over the month (None: none at all)."""
+        rows = self.selection(month, query)
+        if rows is None:
+            return None
+        if isinstance(rows, slice):
+            return np.ones(month.size, dtype=bool)
+        keep = np.zeros(month.size, dtype=bool)
+        keep[rows] = True
+        return keep
+
+    def selection(self, month: _Month, query: FactQuery) -> np.ndarray | slice | None:
+        """Rows of ``month`` in the query: ascending positions, ``slice(None)`` for all, None for none.
+
+        The unit in view narrows first (its rows are one slice of the month's per-level order), then the
+        other filters test only those rows.
+        """
         cols = month.columns
-        keep = np.ones(month.size, dtype=bool)
-        first = (query.date_from - EPOCH).days
-        last = (query.date_to - EPOCH).days
-        if month.start < query.date_from or _next_month(month.start) > query.date_to + timedelta(days=1):
-            day = cols["day"]
-            keep &= (day >= first) & (day <= last)
+        rows: np.ndarray | slice = slice(None)
         if query.area_code is not None:
             level = query.area_level or "grid"
             at = month.local(level, [query.area_code])
             if not len(at):
                 return None
-            keep &= cols[level] == at[0]
+            rows = month.unit_rows(level, int(at[0]))
+            if not len(rows):
+                return None
+        keep: np.ndarray | None = None
+
+        def narrow(condition: np.ndarray) -> None:
+            nonlocal keep
+            keep = condition if keep is None else keep & condition
+
+        first = (query.date_from - EPOCH).days
+        last = (query.date_to - EPOCH).days
+        if month.start < query.date_from or _next_month(month.start) > query.date_to + timedelta(days=1):
+            day = cols["day"][rows]
+            narrow((day >= first) & (day <= last))
         for name, column, vocabulary in (("kinds", "kind", tuple(CASE_KINDS)), ("channels", "channel", CHANNELS),
                                          ("statuses", "status", STATUSES)):
             wanted = getattr(query, name)
             if wanted:
                 allowed = np.isin(np.arange(len(vocabulary)), [vocabulary.index(v) for v in wanted])
-                keep &= allowed[cols[column]]
+                narrow(allowed[cols[column][rows]])
         if query.levels:
             allowed = np.zeros(8, dtype=bool)
             allowed[[LEVELS.index(v) for v in query.levels]] = True
-            keep &= allowed[(cols["flags"] >> _LEVEL_SHIFT) & 7] & ((cols["flags"] & CLOSED) > 0)
+            flags = cols["flags"][rows]
+            narrow(allowed[(flags >> _LEVEL_SHIFT) & 7] & ((flags & CLOSED) > 0))
         if query.majors or query.categories:
             words = month.dictionaries["category"]
             majors = np.array([w[:w.index("/") + 3] for w in words.tolist()], dtype=words.dtype)
             allowed = np.isin(words, np.asarray(query.categories, dtype=words.dtype)) | np.isin(
                 majors, np.asarray(query.majors, dtype=words.dtype))
-            keep &= allowed[cols["category"]]
-        return keep
+            narrow(allowed[cols["category"][rows]])
+        if keep is None:
+            return rows
+        if isinstance(rows, slice):
+            return np.flatnonzero(keep) if not keep.all() else rows
+        return rows[keep]
 
     def _month_counts(self, month: _Month, query: FactQuery, by: str,
                       as_of_s: float) -> tuple[np.ndarray, np.ndarray] | None:
-        keep = self.mask(month, query)
-        if keep is None:
-            return None
-        rows: np.ndarray | slice = slice(None) if keep.all() else np.flatnonzero(keep)
-        if isinstance(rows, np.ndarray) and not len(rows):
+        rows = self.selection(month, query)
+        if rows is None or (isinstance(rows, np.ndarray) and not len(rows)):
             return None
         keys, labels = _group_keys(month, by, rows)
         return _measure(month, rows, keys, labels, as_of_s)
@@ -341,10 +382,11 @@ class CaseFacts:
         out: list[pd.DataFrame] = []
         remaining = limit
         for month in reversed(self.months(query.date_from, query.date_to)):
-            keep = self.mask(month, query)
-            if keep is None:
+            selected = self.selection(month, query)
+            if selected is None:
                 continue
-            rows = np.flatnonzero(keep)[::-1][:remaining]
+            every = np.arange(month.size) if isinstance(selected, slice) else selected
+            rows = every[::-1][:remaining]
             frame = pd.DataFrame({name: _decoded(month, name, rows) for name in columns})
             out.append(frame)
             remaining -= len(frame)
@@ -405,11 +447,23 @@ def _group_keys(month: _Month, by: str, rows: np.ndarray | slice) -> tuple[np.nd
         size = month.size if isinstance(rows, slice) else len(rows)
         return np.zeros(size, dtype=np.int64), np.array(["total"], dtype=object)
     if by in UNIT_COLUMNS or by == "category":
-        local = cols[by][rows]
-        present = local >= 0
-        keys = np.where(present, local, len(month.dictionaries[by]))
-        labels = np.append(month.dictionaries[by].astype(object), None)
-        return keys.astype(np.int64), labels
+        # Only the codes that occur become groups: a grid's or a street's rows grouped by grid must not
+        # cost a matrix over all 25,000 grids of the city in every month.
+        words = month.dictionaries[by]
+        local = np.asarray(cols[by][rows])
+        keys = np.where(local >= 0, local, len(words)).astype(np.int64)
+        if len(keys) > 4 * len(words):  # many rows: most codes occur, and the remap would only cost
+            return keys, np.append(words.astype(object), None)
+        seen = np.zeros(len(words) + 1, dtype=bool)
+        seen[keys] = True
+        ids = np.flatnonzero(seen)
+        remap = np.zeros(len(words) + 1, dtype=np.int64)
+        remap[ids] = np.arange(len(ids))
+        labels = np.empty(len(ids), dtype=object)
+        named = ids < len(words)
+        labels[named] = words[ids[named]].tolist()
+        labels[~named] = None
+        return remap[keys], labels
     if by == "major":
         words = month.dictionaries["category"]
         majors = np.array([w[:w.index("/") + 3] for w in words.tolist()], dtype=object)

@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, text
 
+from geodata.codes import code_range
+
 #: How far back a grid's last patrol is looked for (a grid unpatrolled longer shows "more than this").
 LOOKBACK_DAYS = 60
 
@@ -44,20 +46,6 @@ def _prefix(area_code: str | None) -> str:
     return (area_code or "") + "%"
 
 
-def _code_range(area_code: str | None) -> tuple[str, str]:
-    """Bounds that hold every code starting with ``area_code``, for an index range scan beside the LIKE.
-
-    Codes are digits, and digit strings compare digit by digit in every collation: the codes of street
-    370303001 lie in ["370303001", "370303002").  The LIKE stays the exact test.
-    """
-    top = "9" * 32  # above every code (at most 16 digits)
-    if not area_code:
-        return "", top
-    if set(area_code) == {"9"}:
-        return area_code, top
-    return area_code, str(int(area_code) + 1).zfill(len(area_code))
-
-
 def patrol_days(engine: Engine, limit: int = 62) -> list[date]:
     """The days that have any track (newest last), at most ``limit`` of the latest."""
     with engine.connect() as conn:
@@ -76,7 +64,7 @@ def grid_patrol_status(engine: Engine, day: date, area_code: str | None, idle_da
     ``idle_days`` days or more).
     """
     with engine.connect() as conn:
-        low, high = _code_range(area_code)
+        low, high = code_range(area_code)
         result = conn.execute(_GRID_STATUS_SQL, {"day": day, "since": day - timedelta(days=LOOKBACK_DAYS),
                                                  "prefix": _prefix(area_code), "low": low, "high": high})
         names = list(result.keys())

@@ -61,9 +61,16 @@ def _db_key(engine: Engine) -> str:
 
 
 def camera_version(engine: Engine) -> str:
-    """A string that changes whenever the cameras' sectors may have changed."""
-    with engine.connect() as conn:
-        return str(conn.execute(_CAMERA_VERSION_SQL).scalar_one())
+    """A string that changes whenever the cameras' sectors may have changed.
+
+    Read once per data version (every load bumps it, camera loads included), not once per callback.
+    """
+
+    def read() -> str:
+        with engine.connect() as conn:
+            return str(conn.execute(_CAMERA_VERSION_SQL).scalar_one())
+
+    return cached(engine, "camera_version", None, read)
 
 
 def _all_sectors(engine: Engine, version: str) -> np.ndarray:

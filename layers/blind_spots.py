@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from sqlalchemy import Engine, text
 
+from geodata.codes import prefix_params
 from layers.base import Layer, MapView, register
 from layers.i18n import t
 from layers.version_cache import cached
@@ -43,7 +44,7 @@ _SQL = text("""
            ST_AsGeoJSON(ST_SimplifyPreserveTopology(v.blind_geom, :tolerance), 5) AS geometry,
            v.area_m2 - v.covered_m2 AS blind_m2
       FROM core.grid_coverage v
-     WHERE v.grid_code LIKE :prefix AND v.blind_geom IS NOT NULL
+     WHERE v.grid_code LIKE :prefix AND v.grid_code >= :low AND v.grid_code < :high AND v.blind_geom IS NOT NULL
      ORDER BY v.grid_code""")
 
 
@@ -68,7 +69,7 @@ class BlindSpotsLayer(Layer[BlindSpots]):
 
         def compute() -> BlindSpots:
             with engine.connect() as conn:
-                rows = conn.execute(_SQL, {"prefix": f"{view.area_code}%",
+                rows = conn.execute(_SQL, {**prefix_params(view.area_code),
                                           "tolerance": TOLERANCE[view.level]}).mappings().all()
             features = [{"type": "Feature", "id": r["code"], "geometry": json.loads(r["geometry"])} for r in rows
                         if r["geometry"]]

@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from sqlalchemy import Engine, text
 
-from geodata.codes import CAMERA_TYPES
+from geodata.codes import CAMERA_TYPES, prefix_params
 from layers.base import Layer, MapView, register
 from layers.blind_spots import DETAIL_LEVELS, MERGE_ABOVE, merged
 from layers.i18n import t, vocabulary_name
@@ -31,7 +31,7 @@ _SQL = text("""
            ST_AsGeoJSON(ST_SimplifyPreserveTopology(coverage, :tolerance), 5) AS geometry,
            ST_X(geom) AS lon, ST_Y(geom) AS lat
       FROM core.camera
-     WHERE coverage IS NOT NULL AND grid_code LIKE :prefix
+     WHERE coverage IS NOT NULL AND grid_code LIKE :prefix AND grid_code >= :low AND grid_code < :high
      ORDER BY camera_id""")
 
 
@@ -61,7 +61,7 @@ class CameraSectors(Layer[Sectors]):
 
         def compute() -> Sectors:
             with engine.connect() as conn:
-                found = conn.execute(_SQL, {"prefix": f"{view.area_code}%",
+                found = conn.execute(_SQL, {**prefix_params(view.area_code),
                                            "tolerance": TOLERANCE[view.level]}).mappings().all()
             features = [{"type": "Feature", "id": feature_id(r["camera_id"]), "geometry": json.loads(r["geometry"])}
                         for r in found]

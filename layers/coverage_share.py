@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from sqlalchemy import Engine, text
 
+from geodata.codes import prefix_params
 from layers.admin_boundaries import TOLERANCE_BY_LEVEL
 from layers.base import Layer, MapView, register
 from layers.i18n import t
@@ -33,7 +34,7 @@ _UNITS_SQL = text("""
            coalesce(a.cameras, 0) AS cameras, coalesce(a.grids, 0) AS grids
       FROM core.admin_unit u
       LEFT JOIN rollup.unit_asset a ON a.level = u.level AND a.unit_code = u.code
-     WHERE u.level = :level AND u.code LIKE :prefix
+     WHERE u.level = :level AND u.code LIKE :prefix AND u.code >= :low AND u.code < :high
      ORDER BY u.code""")
 
 _GRIDS_SQL = text("""
@@ -42,12 +43,12 @@ _GRIDS_SQL = text("""
            1 AS grids
       FROM core.admin_unit g
       LEFT JOIN core.grid_coverage v ON v.grid_code = g.code
-     WHERE g.level = 'grid' AND g.code LIKE :prefix
+     WHERE g.level = 'grid' AND g.code LIKE :prefix AND g.code >= :low AND g.code < :high
      ORDER BY g.code""")
 
 _EXTENT_SQL = text("""
     SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e)
-      FROM (SELECT ST_Extent(geom) AS e FROM core.admin_unit WHERE level = :level AND code LIKE :prefix) x""")
+      FROM (SELECT ST_Extent(geom) AS e FROM core.admin_unit WHERE level = :level AND code LIKE :prefix AND code >= :low AND code < :high) x""")
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,8 @@ def unit_coverage(engine: Engine, view: MapView) -> UnitCoverage:
     level = DRAWN_LEVEL[view.level]
 
     def compute() -> UnitCoverage:
-        params = {"tolerance": TOLERANCE_BY_LEVEL[level], "level": level, "prefix": f"{view.area_code or ''}%"}
+        params = {"tolerance": TOLERANCE_BY_LEVEL[level], "level": level,
+                  **prefix_params(view.area_code)}
         with engine.connect() as conn:
             found = conn.execute(_GRIDS_SQL if level == "grid" else _UNITS_SQL, params).mappings().all()
         features, rows = [], []

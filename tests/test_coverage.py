@@ -413,3 +413,23 @@ def test_scale_20000_grids_10000_cameras_1000000_points(center: tuple[float, flo
     expected[hit] = True
     np.testing.assert_array_equal(seen[:k], expected)
     assert sites["cumulative"].is_monotonic_increasing and len(sites) == 50
+
+
+def test_pairs_within_equals_an_strtree_dwithin_query() -> None:
+    """The bucketed pair finder gives exactly STRtree's dwithin pairs, boundary distances included."""
+    from etl.coverage import pairs_within
+
+    rng = np.random.default_rng(11)
+    px, py = rng.uniform(0, 2_000, 20_000), rng.uniform(0, 1_500, 20_000)
+    cx, cy = rng.uniform(-100, 2_100, 700), rng.uniform(-100, 1_600, 700)
+    radius = rng.uniform(60, 80, 700)
+    # A point exactly on a centre's circle, and points sharing one place, must be counted as dwithin does.
+    px, py = np.append(px, [cx[0] + radius[0], 5.0, 5.0]), np.append(py, [cy[0], 5.0, 5.0])
+    tree = shapely.STRtree(shapely.points(px, py))
+    expected = tree.query(shapely.points(cx, cy), predicate="dwithin", distance=radius)
+    order = np.lexsort((expected[1], expected[0]))
+    centre, point = pairs_within(cx, cy, radius, px, py)
+    assert len(centre) > 1_000
+    assert np.array_equal(centre, expected[0][order]) and np.array_equal(point, expected[1][order])
+    none = pairs_within(cx[:0], cy[:0], radius[:0], px, py)
+    assert len(none[0]) == 0 and len(none[1]) == 0
