@@ -52,3 +52,47 @@ def audited(detail: dict[str, Any]) -> None:
     from dashboard.auth import audit_export
 
     audit_export(detail)
+
+
+# --- the planner pages' export callbacks --------------------------------------------------------------------
+
+#: The look of every planner table (DataTable keyword arguments); a page may set its own height.
+TABLE_STYLE: Final[dict[str, Any]] = {
+    "style_table": {"overflowX": "auto", "maxHeight": "420px", "overflowY": "auto"},
+    "style_cell": {"fontFamily": "inherit", "fontSize": "0.9rem", "padding": "0.25rem 0.5rem"},
+    "style_header": {"fontWeight": "600", "backgroundColor": "#f0f4f8"},
+}
+
+
+def answer_export(page: str, search: Any, content_for: Any) -> tuple[Any, Any]:
+    """What a page's export callback answers: (download, error message) for the button that fired.
+
+    Why one function: every planner page exports the same way — find which ``{"type": "<page>-export",
+    "what", "fmt"}`` button was clicked (none: a re-render, nothing to send), recompute the content from
+    the URL with ``content_for(what, fmt)`` (a table as a DataFrame, or GeoJSON features as a list), write
+    the audit entry before anything leaves, and answer a bad filter or format with the page's message.
+    """
+    from collections.abc import Mapping
+
+    import dash
+
+    from dashboard import filters
+    from geodata.errors import CityGridError
+
+    trigger = dash.ctx.triggered_id
+    if not isinstance(trigger, Mapping) or not any((item.get("value") or 0) for item in dash.ctx.triggered):
+        return dash.no_update, dash.no_update
+    what, fmt = str(trigger.get("what")), str(trigger.get("fmt"))
+    try:
+        state = filters.from_search(search)
+        content, stem = content_for(what, fmt)
+        entry = {"page": page, "table": what, "format": fmt, "rows": len(content), "filters": state.params()}
+        if fmt == "geojson" and isinstance(content, list):
+            audited(entry)
+            return geojson_download(content, stem), None
+        if fmt not in FORMATS or not isinstance(content, pd.DataFrame):
+            raise filters.FilterError(f"cannot export {what[:20]} as {fmt[:10]}")
+        audited(entry)
+        return table_download(content, stem, fmt, sheet=what), None
+    except CityGridError as exc:
+        return dash.no_update, filters.problem(exc, filters.language_of(search), element_id=f"{page}-error-message")

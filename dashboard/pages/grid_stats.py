@@ -19,11 +19,8 @@ from dashboard import grid_stats_view as view
 from geodata.errors import CityGridError
 from layers.i18n import normalise_language, t
 
-_TABLE_STYLE: dict[str, Any] = {
-    "style_table": {"overflowX": "auto", "maxHeight": "460px", "overflowY": "auto"},
-    "style_cell": {"fontFamily": "inherit", "fontSize": "0.9rem", "padding": "0.25rem 0.5rem"},
-    "style_header": {"fontWeight": "600", "backgroundColor": "#f0f4f8"},
-}
+_TABLE_STYLE: dict[str, Any] = {**exports.TABLE_STYLE,
+                               "style_table": {"overflowX": "auto", "maxHeight": "460px", "overflowY": "auto"}}
 
 
 def _export_buttons(what: str, lang: str, geojson: bool = False) -> html.Div:
@@ -222,24 +219,7 @@ def export_frame(what: str, search: Any, measure: Any) -> tuple[pd.DataFrame | l
 )
 def export(_clicks: Any, search: Any, measure: Any) -> tuple[Any, Any]:
     """A table as CSV/XLSX or the map's units as GeoJSON, written to the audit log first."""
-    trigger = dash.ctx.triggered_id
-    if not isinstance(trigger, Mapping) or not any((item.get("value") or 0) for item in dash.ctx.triggered):
-        return dash.no_update, dash.no_update
-    what, fmt = trigger.get("what"), trigger.get("fmt")
-    try:
-        content, stem = export_frame(str(what), search, measure)
-        state = filters.from_search(search)
-        if fmt == "geojson" and isinstance(content, list):
-            exports.audited({"page": "grids", "table": what, "format": fmt, "rows": len(content),
-                             "filters": state.params()})
-            return exports.geojson_download(content, stem), None
-        if fmt not in exports.FORMATS or not isinstance(content, pd.DataFrame):
-            raise filters.FilterError(f"cannot export {str(what)[:20]} as {str(fmt)[:10]}")
-        exports.audited({"page": "grids", "table": what, "format": fmt, "rows": len(content),
-                         "filters": state.params()})
-        return exports.table_download(content, stem, fmt, sheet=str(what)), None
-    except CityGridError as exc:
-        return dash.no_update, filters.problem(exc, filters.language_of(search), element_id="grids-error-message")
+    return exports.answer_export("grids", search, lambda what, _fmt: export_frame(what, search, measure))
 
 
 dash.register_page(__name__, path=view.PATH, name="Grid statistics", name_key="nav.grids", order=3, layout=layout)

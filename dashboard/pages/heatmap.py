@@ -7,7 +7,6 @@ it (resolution, points in view).  The callbacks' bodies are in dashboard/heatmap
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import dash
@@ -15,14 +14,9 @@ from dash import ALL, Input, Output, State, dash_table, dcc, html
 
 from dashboard import exports, filters
 from dashboard import heatmap_view as view
-from geodata.errors import CityGridError
 from layers.i18n import normalise_language, t
 
-_TABLE_STYLE: dict[str, Any] = {
-    "style_table": {"overflowX": "auto", "maxHeight": "420px", "overflowY": "auto"},
-    "style_cell": {"fontFamily": "inherit", "fontSize": "0.9rem", "padding": "0.25rem 0.5rem"},
-    "style_header": {"fontWeight": "600", "backgroundColor": "#f0f4f8"},
-}
+_TABLE_STYLE: dict[str, Any] = exports.TABLE_STYLE
 
 
 def _buttons(what: str, formats: tuple[str, ...], lang: str) -> list[html.Button]:
@@ -123,20 +117,8 @@ def show_detail(click: Any, search: Any) -> Any:
 )
 def export(_clicks: Any, search: Any, relayout: Any) -> tuple[Any, Any]:
     """A table as CSV/XLSX or a map layer as GeoJSON, written to the audit log first."""
-    trigger = dash.ctx.triggered_id
-    if not isinstance(trigger, Mapping) or not any((item.get("value") or 0) for item in dash.ctx.triggered):
-        return dash.no_update, dash.no_update
-    what, fmt = trigger.get("what"), trigger.get("fmt")
-    try:
-        state = filters.from_search(search)
-        content, stem = view.export_content(str(what), str(fmt), search, relayout)
-        exports.audited({"page": "heatmap", "table": what, "format": fmt, "rows": len(content),
-                         "filters": state.params()})
-        if fmt == "geojson":
-            return exports.geojson_download(content, stem), None  # type: ignore[arg-type]
-        return exports.table_download(content, stem, str(fmt), sheet=str(what)), None  # type: ignore[arg-type]
-    except CityGridError as exc:
-        return dash.no_update, filters.problem(exc, filters.language_of(search), element_id="heatmap-error-message")
+    return exports.answer_export("heatmap", search,
+                                 lambda what, fmt: view.export_content(what, fmt, search, relayout))
 
 
 dash.register_page(__name__, path="/heatmap", name="Heatmap", name_key="nav.heatmap", order=1, layout=layout)
