@@ -119,6 +119,29 @@ def copy_binary(driver: Any, table: str, parts: Sequence[pgcopy.BinaryRows]) -> 
             copy.write(block)
 
 
+#: PostgreSQL column types (format_type) -> the binary encoder's names (etl.pgcopy).
+_COPY_TYPE_OF: dict[str, str] = {
+    "text": "text", "integer": "int4", "smallint": "int2", "bigint": "int8", "double precision": "float8",
+    "date": "date", "boolean": "bool", "timestamp with time zone": "timestamptz",
+}
+
+
+def copy_frame_binary(driver: Any, table: str, frame: pd.DataFrame, columns: Sequence[str]) -> int:
+    """Binary COPY of ``frame[columns]`` into ``table`` (a trusted identifier of ours), each column encoded
+    as the table declares it; returns the rows written.  For the few types :mod:`etl.pgcopy` knows."""
+    if frame.empty:
+        return 0
+    with driver.cursor() as cursor:
+        declared = dict(cursor.execute(
+            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
+            " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped", (table,)).fetchall())
+    unknown = [c for c in columns if declared.get(c) not in _COPY_TYPE_OF]
+    if unknown:
+        raise ValueError(f"{table}: no binary encoding for {', '.join(f'{c} ({declared.get(c)})' for c in unknown)}")
+    copy_binary(driver, table, encode_frame([(c, _COPY_TYPE_OF[declared[c]]) for c in columns], frame))
+    return len(frame)
+
+
 def encode_frame(columns: Sequence[tuple[str, str]], frame: pd.DataFrame,
                  extra: dict[str, Any] | None = None) -> list[pgcopy.BinaryRows]:
     """Encode ``frame``'s ``(name, type)`` columns in slices (``extra`` gives arrays for some names)."""

@@ -13,8 +13,9 @@ buffer is the COPY stream.  The column order of the stream is the encoder's choi
 :meth:`BinaryRows.columns` gives the list to name in ``COPY table (columns) FROM STDIN (FORMAT binary)``.
 
 Types: ``text`` (pandas or arrow strings, None/NaN = NULL), ``timestamptz`` (tz-aware or UTC datetime64,
-NaT = NULL), ``bool``, ``int2``, ``int8`` (pandas nullable integers allowed), and ``point``: a WGS 84
-point given as two float64 arrays, sent as EWKB (PostGIS' ``geometry_recv`` reads it).
+NaT = NULL), ``date`` (datetime64 or dates, the day part), ``bool``, ``int2``, ``int4``, ``int8`` (pandas
+nullable integers allowed), ``float8``, and ``point``: a WGS 84 point given as two float64 arrays, sent as
+EWKB (PostGIS' ``geometry_recv`` reads it).
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 TRAILER = b"\xff\xff"
 
 _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 00:00 UTC in microseconds after the Unix epoch
-_WIDTH = {"bool": 1, "int2": 2, "int8": 8, "timestamptz": 8, "point": 25}
-_BIG_ENDIAN = {"bool": "u1", "int2": ">i2", "int8": ">i8", "timestamptz": ">i8"}
+_PG_EPOCH_DAYS = 10_957  # 2000-01-01 in days after the Unix epoch
+_WIDTH = {"bool": 1, "int2": 2, "int4": 4, "int8": 8, "float8": 8, "timestamptz": 8, "date": 4, "point": 25}
+_BIG_ENDIAN = {"bool": "u1", "int2": ">i2", "int4": ">i4", "int8": ">i8", "float8": ">f8", "timestamptz": ">i8",
+               "date": ">i4"}
 #: EWKB of a point with SRID, little-endian: byte order 1, type 0x20000001 (point | SRID flag), SRID.
 _EWKB_POINT_HEAD = np.dtype([("order", "u1"), ("type", "<u4"), ("srid", "<u4"), ("x", "<f8"), ("y", "<f8")])
 
@@ -58,6 +61,12 @@ def _values_and_nulls(kind: str, values: Any) -> tuple[np.ndarray, np.ndarray | 
         null = np.isnat(raw)
         out = raw.view(np.int64) - _PG_EPOCH_US
         return out.astype(">i8"), (null if null.any() else None)
+    if kind == "date":
+        days = np.asarray(pd.Series(values).to_numpy(dtype="datetime64[D]") if not isinstance(values, np.ndarray)
+                          else values.astype("datetime64[D]"))
+        null = np.isnat(days)
+        out = days.view(np.int64) - _PG_EPOCH_DAYS
+        return out.astype(">i4"), (null if null.any() else None)
     if isinstance(values, pd.Series):
         null_series = values.isna()
         null = null_series.to_numpy(dtype=bool) if null_series.any() else None

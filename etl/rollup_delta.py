@@ -24,14 +24,15 @@ import functools
 import math
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Final
+from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, text
 
-from etl.store import copy_frame
+from etl.bulk import copy_frame_binary
+from etl.store import copy_frame, raw_connection
 from geodata import rollups
 
 LOCAL_TZ: Final = "Asia/Shanghai"
@@ -58,6 +59,20 @@ def _with_times(cases: pd.DataFrame) -> pd.DataFrame:
     return cases.assign(**fixes) if fixes else cases
 
 
+_NAT: Final = np.iinfo(np.int64).min
+_DAY_NS: Final = 86_400 * 10**9
+#: Row of each stored measure in :attr:`CaseMeasures.values` (geodata.rollups.MEASURES' order).
+MEASURE_ROW: Final = {name: i for i, name in enumerate(rollups.MEASURES)}
+_RESOLUTION_LEVELS: Final = ("grid", "community", "street", "district", "city")
+
+
+def _nanos(cases: pd.DataFrame, column: str) -> np.ndarray:
+    """A time column as int64 nanoseconds since the epoch (UTC), NaT as the int64 minimum; all NaT if absent."""
+    if column not in cases:
+        return np.full(len(cases), _NAT, dtype=np.int64)
+    return cases[column].to_numpy(dtype="datetime64[ns]").view(np.int64)
+
+
 def _notna(cases: pd.DataFrame, column: str) -> np.ndarray:
     if column not in cases:
         return np.zeros(len(cases), dtype=bool)
@@ -70,90 +85,138 @@ def _flag(cases: pd.DataFrame, column: str) -> np.ndarray:
     return cases[column].fillna(False).to_numpy(dtype=bool)
 
 
-def _at_or_before(cases: pd.DataFrame, when: str, deadline: str) -> np.ndarray:
-    a, b = cases[when], cases[deadline]
-    return (a.notna() & b.notna() & (a <= b)).to_numpy()
+@dataclass(frozen=True)
+class CaseMeasures:
+    """Each case's contribution to every stored measure, and its keys as integer codes.
 
-
-def case_measures(cases: pd.DataFrame) -> pd.DataFrame:
-    """Per case, its contribution to every stored measure (geodata.rollups.MEASURES), plus its keys.
-
-    The same definitions as the SQL aggregates in geodata/rollups.py, row by row.
+    Why this shape: the rollups group the same cases by seven different keys.  Each key column is
+    factorized once here (``codes[name]`` indexes ``uniques[name]``; a missing value is a value of its own)
+    and the measures are one float block, a row per measure (``values[MEASURE_ROW[name]]``), so every
+    grouping is integer arithmetic and one ``bincount`` per measure -- no frame is copied or re-hashed.
+    The definitions are those of the SQL aggregates in geodata/rollups.py, case by case.
     """
-    cases = _with_times(cases)
-    reported_local = cases["reported_at"].dt.tz_convert(LOCAL_TZ).dt.tz_localize(None)
-    day = reported_local.dt.normalize()
-    voided, registered = _notna(cases, "voided_at"), _notna(cases, "registered_at")
-    dispatched, closed = _notna(cases, "dispatched_at"), _notna(cases, "closed_at")
-    handled_any = _notna(cases, "handled_at")
-    extended = _flag(cases, "extended")
-    level = cases["resolution_level"].to_numpy(dtype=object) if "resolution_level" in cases else np.full(
-        len(cases), None, dtype=object)
-    satisfaction = pd.to_numeric(cases.get("satisfaction"), errors="coerce") if "satisfaction" in cases else None
-    rework = pd.to_numeric(cases["rework_count"], errors="coerce").fillna(0).to_numpy() > 0 \
-        if "rework_count" in cases else np.zeros(len(cases), dtype=bool)
-    hours = ((cases["handled_at"] - cases["reported_at"]).dt.total_seconds() / 3600.0).to_numpy(
-        dtype=np.float64, na_value=np.nan)
-    channel = cases["source_channel"].to_numpy(dtype=object)
-    kind = cases["kind"].to_numpy(dtype=object)
-    closed_on_time = closed & _at_or_before(cases, "closed_at", "close_deadline")
-    values: dict[str, np.ndarray] = {
-        "reported": np.ones(len(cases), dtype=bool),
-        "voided": voided,
-        "registered": registered,
-        "registered_voided": registered & voided,
-        "self_handled": _flag(cases, "self_handled"),
-        "dispatched": dispatched,
-        "handled": dispatched & handled_any,
-        "handled_on_time": dispatched & _at_or_before(cases, "handled_at", "handle_deadline"),
-        "extended": extended,
-        "closed": closed,
-        "closed_not_extended": closed & ~extended,
-        "closed_on_time": closed_on_time,
-        "closed_on_time_not_extended": closed_on_time & ~extended,
-        "reworked": rework,
-        **{f"resolved_{name}": closed & (level == name)
-           for name in ("grid", "community", "street", "district", "city")},
-        "satisfaction_sum": (satisfaction.fillna(0).to_numpy() if satisfaction is not None
-                             else np.zeros(len(cases))),
-        "satisfaction_count": (satisfaction.notna().to_numpy() if satisfaction is not None
-                               else np.zeros(len(cases), dtype=bool)),
-        "handle_hours_sum": np.where(handled_any, hours, 0.0),
-        "handle_hours_count": handled_any,
-        **{measure: channel == name for name, measure in rollups.CHANNEL_MEASURES.items()},
-        "kind_component": kind == "component",
-        "kind_event": kind == "event",
-        "handled_all": handled_any,
-    }
-    frame = pd.DataFrame({name: (v if name == "handle_hours_sum" else v.astype(np.int64))
-                          for name, v in values.items()}, index=cases.index)
-    keys = cases[["district_code", "street_code", "community_code", "grid_code", "kind", "category_code",
-                  "h3_r8"]].copy()
-    keys["h3_r7"] = cases["h3_r7"].to_numpy() if "h3_r7" in cases else np.nan
-    keys["day"] = day.to_numpy()
-    keys["month"] = day.dt.to_period("M").dt.to_timestamp().to_numpy()
-    return pd.concat([keys, frame], axis=1)
 
+    codes: dict[str, np.ndarray]
+    uniques: dict[str, Any]
+    values: np.ndarray
+    #: Local report day of each case, days since 1970-01-01 (Asia/Shanghai).
+    day: np.ndarray
+    voided: np.ndarray
 
-def public_measures(m: pd.DataFrame, sensitive: frozenset[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray]:
-    """Which cases the public view shows, and their contribution to rollups.PUBLIC_MEASURES (rows x 7).
+    @classmethod
+    def of(cls, cases: pd.DataFrame) -> CaseMeasures:
+        cases = _with_times(cases)
+        size = len(cases)
+        local = cases["reported_at"].dt.tz_convert(LOCAL_TZ).dt.tz_localize(None)
+        day = local.to_numpy(dtype="datetime64[ns]").view(np.int64) // _DAY_NS
+        reported, handled_at = _nanos(cases, "reported_at"), _nanos(cases, "handled_at")
+        closed_at, voided_at = _nanos(cases, "closed_at"), _nanos(cases, "voided_at")
+        voided, closed, handled_any = voided_at != _NAT, closed_at != _NAT, handled_at != _NAT
+        registered = _nanos(cases, "registered_at") != _NAT
+        dispatched = _nanos(cases, "dispatched_at") != _NAT
+        handle_deadline, close_deadline = _nanos(cases, "handle_deadline"), _nanos(cases, "close_deadline")
+        extended = _flag(cases, "extended")
+        closed_on_time = closed & (close_deadline != _NAT) & (closed_at <= close_deadline)
+        level = cases["resolution_level"].to_numpy(dtype=object) if "resolution_level" in cases else None
+        channel = cases["source_channel"].to_numpy(dtype=object)
+        kind = cases["kind"].to_numpy(dtype=object)
+        values = np.zeros((len(MEASURE_ROW), size), dtype=np.float64)
 
-    ``m`` is :func:`case_measures`' frame.  Public: not voided and (kind, category) not in ``sensitive``;
-    the measures are those of layers/public_cases.py over open_data.case_public, row by row.
-    """
-    public = m["voided"].to_numpy() == 0
-    if sensitive and len(m):
-        kind_codes, kinds = pd.factorize(m["kind"])
-        category_codes, categories = pd.factorize(m["category_code"])
-        table = np.array([[(k, c) in sensitive for c in categories] for k in kinds], dtype=bool)
-        public &= ~table[kind_codes, category_codes]
-    resolved = sum(m[f"resolved_{level}"].to_numpy() for level in ("grid", "community", "street", "district",
-                                                                    "city"))
-    values = np.column_stack([
-        np.ones(len(m)), m["closed"].to_numpy(), m["closed_on_time"].to_numpy(), m["resolved_grid"].to_numpy(),
-        resolved, m["handle_hours_sum"].to_numpy(), m["handle_hours_count"].to_numpy(),
-    ]).astype(np.float64)
-    return public, values
+        def put(name: str, value: np.ndarray | float) -> None:
+            values[MEASURE_ROW[name]] = value
+
+        put("reported", 1.0)
+        put("voided", voided)
+        put("registered", registered)
+        put("registered_voided", registered & voided)
+        put("self_handled", _flag(cases, "self_handled"))
+        put("dispatched", dispatched)
+        put("handled", dispatched & handled_any)
+        put("handled_on_time", dispatched & handled_any & (handle_deadline != _NAT) & (handled_at <= handle_deadline))
+        put("extended", extended)
+        put("closed", closed)
+        put("closed_not_extended", closed & ~extended)
+        put("closed_on_time", closed_on_time)
+        put("closed_on_time_not_extended", closed_on_time & ~extended)
+        if "rework_count" in cases:
+            put("reworked", pd.to_numeric(cases["rework_count"], errors="coerce").fillna(0).to_numpy() > 0)
+        if level is not None:
+            for name in _RESOLUTION_LEVELS:
+                put(f"resolved_{name}", closed & (level == name))
+        if "satisfaction" in cases:
+            satisfaction = pd.to_numeric(cases["satisfaction"], errors="coerce")
+            put("satisfaction_sum", satisfaction.fillna(0).to_numpy(dtype=np.float64))
+            put("satisfaction_count", satisfaction.notna().to_numpy())
+        hours = (handled_at - reported) / 3.6e12
+        put("handle_hours_sum", np.where(handled_any, hours, 0.0))
+        put("handle_hours_count", handled_any)
+        for name, measure in rollups.CHANNEL_MEASURES.items():
+            put(measure, channel == name)
+        put("kind_component", kind == "component")
+        put("kind_event", kind == "event")
+        codes: dict[str, np.ndarray] = {}
+        uniques: dict[str, Any] = {}
+        for column in ("district_code", "street_code", "community_code", "grid_code", "kind", "category_code",
+                       "h3_r8", "h3_r7"):
+            source = cases[column] if column in cases else pd.Series(np.full(size, np.nan), index=cases.index)
+            code, unique = pd.factorize(source, use_na_sentinel=False)
+            codes[column], uniques[column] = code.astype(np.int64, copy=False), unique
+        days, day_code = np.unique(day, return_inverse=True)
+        codes["day"], uniques["day"] = day_code.astype(np.int64), pd.Index((days * _DAY_NS).astype("datetime64[ns]"))
+        months = days.astype("datetime64[D]").astype("datetime64[M]")
+        month_values, month_of_day = np.unique(months, return_inverse=True)
+        codes["month"] = month_of_day.astype(np.int64)[codes["day"]]
+        uniques["month"] = pd.Index(month_values.astype("datetime64[ns]"))
+        return cls(codes, uniques, values, day, voided)
+
+    def present(self, column: str) -> np.ndarray:
+        """Where the key column has a value."""
+        return ~np.asarray(pd.isna(self.uniques[column]), dtype=bool)[self.codes[column]]
+
+    def sums(self, keys: list[str], rows: list[int] | np.ndarray, names: list[str], sign: int,
+             where: np.ndarray | None = None, values: np.ndarray | None = None) -> pd.DataFrame:
+        """Sum the measure rows ``rows`` (of ``values``, default the stored measures) by ``keys``, over the
+        cases ``where`` is True (all by default), times ``sign``; a frame of the keys then ``names``."""
+        block = self.values if values is None else values
+        combined = self.codes[keys[0]].copy()
+        for key in keys[1:]:
+            combined *= len(self.uniques[key])
+            combined += self.codes[key]
+        if where is not None:
+            combined[~where] = -1  # one group of its own, dropped below
+        group, distinct = pd.factorize(combined)
+        keep = distinct >= 0
+        sums = np.empty((len(names), int(keep.sum())), dtype=np.float64)
+        for j, row in enumerate(rows):
+            total = np.bincount(group, weights=block[row], minlength=len(distinct))
+            sums[j] = total[keep] * sign
+        out = pd.DataFrame(sums.T, columns=names, copy=False)
+        rest = distinct[keep]
+        for i, key in reversed(list(enumerate(keys))):
+            size = len(self.uniques[key])
+            rest, code = np.divmod(rest, size) if i else (rest, rest)
+            taken = self.uniques[key].take(code) if hasattr(self.uniques[key], "take") else self.uniques[key][code]
+            typed = isinstance(getattr(taken, "dtype", None), pd.StringDtype) or getattr(taken, "dtype", None) is not None \
+                and taken.dtype.kind == "M"
+            out.insert(0, key, taken.array if typed else np.asarray(taken, dtype=object))
+        return out
+
+    def public(self, sensitive: frozenset[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray]:
+        """Which cases the public view shows, and their contribution to rollups.PUBLIC_MEASURES (7 rows).
+
+        Public: not voided and (kind, category) not in ``sensitive``; the measures are those of
+        layers/public_cases.py over open_data.case_public, case by case.
+        """
+        shown = ~self.voided
+        if sensitive and len(shown):
+            kinds, categories = self.uniques["kind"], self.uniques["category_code"]
+            table = np.array([[(k, c) in sensitive for c in categories] for k in kinds], dtype=bool)
+            shown &= ~table[self.codes["kind"], self.codes["category_code"]]
+        v, row = self.values, MEASURE_ROW
+        resolved = sum(v[row[f"resolved_{level}"]] for level in _RESOLUTION_LEVELS)
+        measures = np.stack([v[row["reported"]], v[row["closed"]], v[row["closed_on_time"]], v[row["resolved_grid"]],
+                             resolved, v[row["handle_hours_sum"]], v[row["handle_hours_count"]]])
+        return shown, measures
 
 
 @functools.lru_cache(maxsize=4)
@@ -205,41 +268,39 @@ class CaseRollupDelta:
         """Add (sign +1) or take away (sign −1) these cases' contributions."""
         if cases.empty:
             return
-        m = case_measures(cases)
+        m = CaseMeasures.of(cases)
         measures = list(rollups.MEASURES)
-        values = m[measures].to_numpy(dtype=np.float64) * sign
-        self.units.append(_sum_by(m, ["district_code", "street_code", "community_code", "day"], values, measures))
-        has_grid = m["grid_code"].notna().to_numpy()
-        self.grids.append(_sum_by(m[has_grid], ["grid_code", "month"], values[has_grid], measures))
-        category_values = m[list(_CATEGORY_MEASURES)].to_numpy(dtype=np.float64) * sign
-        self.categories.append(_sum_by(m, ["district_code", "day", "kind", "category_code"], category_values,
-                                       list(_CATEGORY_MEASURES)))
-        has_cell = m["h3_r8"].notna().to_numpy()
-        self.cells.append(_sum_by(m[has_cell], ["district_code", "day", "h3_r8"],
-                                  m.loc[has_cell, ["reported", "closed"]].to_numpy(dtype=np.float64) * sign,
-                                  ["reported", "closed"]))
+        every = list(range(len(measures)))
+        self.units.append(m.sums(["district_code", "street_code", "community_code", "day"], every, measures, sign))
+        self.grids.append(m.sums(["grid_code", "month"], every, measures, sign, where=m.present("grid_code")))
+        # The category rollup's "handled" counts every handled case, dispatched or not: handle_hours_count.
+        category_rows = [MEASURE_ROW["handle_hours_count" if n == "handled_all" else n] for n in _CATEGORY_MEASURES]
+        self.categories.append(m.sums(["district_code", "day", "kind", "category_code"], category_rows,
+                                      list(_CATEGORY_MEASURES), sign))
+        self.cells.append(m.sums(["district_code", "day", "h3_r8"], [MEASURE_ROW["reported"], MEASURE_ROW["closed"]],
+                                 ["reported", "closed"], sign, where=m.present("h3_r8")))
         if self.sensitive is None:
             from geodata.settings import get_settings
 
             self.sensitive = shipped_sensitive(get_settings().category_edition)
         if self.public_from is None:
             self.public_from = settings_public_from()
-        public, public_values = public_measures(m, self.sensitive)
-        public &= (m["day"] >= pd.Timestamp(self.public_from)).to_numpy()
+        public, public_values = m.public(self.sensitive)
+        public &= m.day >= (self.public_from - date(1970, 1, 1)).days
         if public.any():
-            names = list(rollups.PUBLIC_MEASURES)
-            shown, shown_values = m[public], public_values[public] * sign
-            self.public_cells.append(_sum_by(shown, _PUBLIC_CELL_KEYS, shown_values, names))
-            has_grid = shown["grid_code"].notna().to_numpy()
-            self.public_grids.append(_sum_by(shown[has_grid], _PUBLIC_GRID_KEYS, shown_values[has_grid], names))
+            names, rows = list(rollups.PUBLIC_MEASURES), list(range(len(rollups.PUBLIC_MEASURES)))
+            self.public_cells.append(m.sums(_PUBLIC_CELL_KEYS, rows, names, sign, where=public, values=public_values))
+            self.public_grids.append(m.sums(_PUBLIC_GRID_KEYS, rows, names, sign, where=public & m.present("grid_code"),
+                                            values=public_values))
         cases = _with_times(cases)
         if sign < 0:
             self.gone.append(cases[["case_number", "reported_at"]])
         else:
-            is_open = ~(_notna(cases, "closed_at") | _notna(cases, "voided_at"))
-            self.open_rows.append(_open_rows(cases[is_open], m["day"][is_open]))
-        days = m["day"]
-        lo, hi = days.min().date(), days.max().date()
+            is_open = (_nanos(cases, "closed_at") == _NAT) & (_nanos(cases, "voided_at") == _NAT)
+            if is_open.any():
+                day = pd.Series((m.day[is_open] * _DAY_NS).astype("datetime64[ns]"), index=cases.index[is_open])
+                self.open_rows.append(_open_rows(cases[is_open], day))
+        lo, hi = (date(1970, 1, 1) + timedelta(days=int(d)) for d in (m.day.min(), m.day.max()))
         self.first_day = lo if self.first_day is None else min(self.first_day, lo)
         self.last_day = hi if self.last_day is None else max(self.last_day, hi)
 
@@ -255,24 +316,25 @@ class CaseRollupDelta:
         if self.empty:
             return 0.0
         measures = list(rollups.MEASURES)
+        fresh = FreshDays.read(conn, self.first_day, self.last_day)  # before any rollup row is written
         units = pd.concat(self.units).groupby(["district_code", "street_code", "community_code", "day"],
                                               dropna=False, sort=False)[measures].sum().reset_index()
         per_level = []
         for level, column in _LEVEL_COLUMNS:
             part = units[units[column].notna()].groupby([column, "day"], sort=False)[measures].sum().reset_index()
             per_level.append(part.rename(columns={column: "unit_code"}).assign(level=level))
-        _upsert(conn, "rollup.case_day_unit", pd.concat(per_level), ["level", "unit_code", "day"], measures)
+        _upsert(conn, "rollup.case_day_unit", pd.concat(per_level), ["level", "unit_code", "day"], measures, fresh)
         grids = pd.concat(self.grids).groupby(["grid_code", "month"], sort=False)[measures].sum().reset_index()
-        _upsert(conn, "rollup.case_month_grid", grids, ["grid_code", "month"], measures)
+        _upsert(conn, "rollup.case_month_grid", grids, ["grid_code", "month"], measures, fresh)
         keys = ["district_code", "day", "kind", "category_code"]
         categories = pd.concat(self.categories).groupby(keys, sort=False)[list(_CATEGORY_MEASURES)].sum()
         categories = categories.reset_index().rename(columns={"handled_all": "handled"})
         _upsert(conn, "rollup.case_day_category", categories, keys,
-                ["reported", "handled", "closed", "closed_on_time", "handle_hours_sum", "handle_hours_count"])
+                ["reported", "handled", "closed", "closed_on_time", "handle_hours_sum", "handle_hours_count"], fresh)
         cells = pd.concat(self.cells).groupby(["district_code", "day", "h3_r8"], sort=False)[["reported", "closed"]]
         cells = cells.sum().reset_index()
         cells["h3_r8"] = cells["h3_r8"].astype(np.int64)
-        _upsert(conn, "rollup.case_day_h3", cells, ["district_code", "day", "h3_r8"], ["reported", "closed"])
+        _upsert(conn, "rollup.case_day_h3", cells, ["district_code", "day", "h3_r8"], ["reported", "closed"], fresh)
         if self.gone:
             gone = pd.concat(self.gone)
             conn.execute(text("CREATE TEMP TABLE IF NOT EXISTS _rollup_gone (case_number text,"
@@ -282,22 +344,25 @@ class CaseRollupDelta:
             conn.execute(text("DELETE FROM rollup.open_case o USING _rollup_gone g"
                               " WHERE o.case_number = g.case_number AND o.reported_at = g.reported_at"))
         if self.open_rows:
-            copy_frame(conn, "rollup.open_case", pd.concat(self.open_rows), list(_OPEN_COLUMNS))
-        self._apply_public(conn)
-        # Units whose every case moved away by an update keep zero rows: drop them, as a rebuild would.
+            copy_frame_binary(raw_connection(conn), "rollup.open_case", pd.concat(self.open_rows), _OPEN_COLUMNS)
+        self._apply_public(conn, fresh)
         assert self.first_day is not None and self.last_day is not None
         span = {"first": self.first_day, "last": self.last_day, "first_month": self.first_day.replace(day=1)}
+        # Units whose every case moved away by an update keep zero rows: drop them, as a rebuild would.  Only
+        # a load that took cases away (updates) can leave one.
         for table, column, count in (("case_day_unit", "day", "reported"), ("case_month_grid", "month", "reported"),
                                      ("case_day_category", "day", "reported"), ("case_day_h3", "day", "reported"),
                                      ("public_day_h3", "day", "cases"), ("public_day_grid", "day", "cases"),
                                      ("public_day_street", "day", "cases")):
+            if not self.gone:
+                break
             lower = ":first_month" if column == "month" else ":first"
             conn.execute(text(f"DELETE FROM rollup.{table} WHERE {column} BETWEEN {lower} AND :last"  # noqa: S608
                               f" AND {count} = 0"), span)
         rollups.finish_case_refresh(conn, self.first_day, self.last_day, run_id, time.perf_counter() - started)
         return time.perf_counter() - started
 
-    def _apply_public(self, conn: Connection) -> None:
+    def _apply_public(self, conn: Connection, fresh: FreshDays) -> None:
         """Add the public partial sums to rollup.public_day_*, or rebuild the load's days when what the sums
         assumed does not hold: the sensitive categories are not the store's (a case of a sensitive category
         never counts), or the store keeps older days than the sums do."""
@@ -317,17 +382,17 @@ class CaseRollupDelta:
             with_street = cells[cells["street_code"].notna().to_numpy()]
             streets = _sum_by(with_street, ["day", "street_code"], with_street[names].to_numpy(dtype=np.float64),
                               names)
-            _upsert(conn, "rollup.public_day_street", streets, ["day", "street_code"], names)
+            _upsert(conn, "rollup.public_day_street", streets, ["day", "street_code"], names, fresh)
             located = cells[(cells["h3_r8"].notna() & cells["h3_r7"].notna()).to_numpy()].copy()
             located["h3_r8"] = located["h3_r8"].astype(np.int64)
             located["h3_r7"] = located["h3_r7"].astype(np.int64)
             located["street_code"] = located["street_code"].fillna("")  # '' = no street (a key column)
-            _upsert(conn, "rollup.public_day_h3", located, _PUBLIC_CELL_KEYS, names)
+            _upsert(conn, "rollup.public_day_h3", located, _PUBLIC_CELL_KEYS, names, fresh)
         if self.public_grids:
             parts = pd.concat(self.public_grids, ignore_index=True)
             parts = parts[(pd.to_datetime(parts["day"]) >= kept).to_numpy()]
             grids = _sum_by(parts, _PUBLIC_GRID_KEYS, parts[names].to_numpy(dtype=np.float64), names)
-            _upsert(conn, "rollup.public_day_grid", grids, ["day", "grid_code"], names, ("street_code",))
+            _upsert(conn, "rollup.public_day_grid", grids, ["day", "grid_code"], names, fresh, ("street_code",))
 
 
 def _sum_by(frame: pd.DataFrame, keys: list[str], values: np.ndarray, names: list[str]) -> pd.DataFrame:
@@ -379,22 +444,55 @@ def _open_rows(cases: pd.DataFrame, day: pd.Series) -> pd.DataFrame:
     })
 
 
+@dataclass(frozen=True)
+class FreshDays:
+    """The report days of a load's span on which no case was stored before it (no rollup row can exist).
+
+    Why: a first load of a month -- the city's history, or a new month's first file -- only adds rows.  Its
+    rollup rows are COPYed straight in instead of staged and upserted with ON CONFLICT (measured on a
+    million cases: 5 s of the server's time down to ~1 s).  Read from the district rows of
+    rollup.case_day_unit before the load writes any rollup: every stored case counts in its district's row
+    of its day, and every other rollup row counts stored cases, so a day without a district row has no
+    rollup row in any table.
+    """
+
+    stored: np.ndarray  # datetime64[D], the days of the span that have cases
+
+    @classmethod
+    def read(cls, conn: Connection, first: date | None, last: date | None) -> FreshDays:
+        if first is None or last is None:
+            return cls(np.array([], dtype="datetime64[D]"))
+        month_end = (last.replace(day=28) + timedelta(days=4)).replace(day=1)  # the month tables need whole months
+        days = conn.execute(text(
+            "SELECT day FROM rollup.case_day_unit WHERE level = 'district' AND day >= :first AND day < :end"
+        ), {"first": first.replace(day=1), "end": month_end}).scalars().all()
+        return cls(np.array(sorted(set(days)), dtype="datetime64[D]"))
+
+    def rows(self, frame: pd.DataFrame) -> np.ndarray:
+        """Which rows of a rollup frame (by its ``day`` or ``month`` column) fall on fresh days or months."""
+        if "day" in frame:
+            return ~np.isin(pd.to_datetime(frame["day"]).to_numpy(dtype="datetime64[D]"), self.stored)
+        months = pd.to_datetime(frame["month"]).to_numpy(dtype="datetime64[M]")
+        return ~np.isin(months, self.stored.astype("datetime64[M]"))
+
+
 def _upsert(conn: Connection, table: str, frame: pd.DataFrame, keys: list[str], measures: list[str],
-            attributes: tuple[str, ...] = ()) -> None:
+            fresh: FreshDays, attributes: tuple[str, ...] = ()) -> None:
     """Add ``frame``'s measures to ``table``'s rows with the same keys (new keys are inserted with
-    ``attributes``, columns that follow from the key, such as a grid's street)."""
+    ``attributes``, columns that follow from the key, such as a grid's street).  Rows of fresh days are
+    COPYed in; the others are staged and merged."""
     if frame.empty:
         return
-    frame = frame.copy()
-    if "day" in frame:
-        frame["day"] = pd.to_datetime(frame["day"]).dt.date
-    if "month" in frame:
-        frame["month"] = pd.to_datetime(frame["month"]).dt.date
-    staging = f"_delta_{table.split('.')[1]}"
     columns = [*keys, *attributes, *measures]
+    driver = raw_connection(conn)
+    new = fresh.rows(frame)
+    copy_frame_binary(driver, table, frame[new], columns)
+    if new.all():
+        return
+    staging = f"_delta_{table.split('.')[1]}"
     conn.execute(text(f"CREATE TEMP TABLE IF NOT EXISTS {staging} (LIKE {table}) ON COMMIT DROP"))
     conn.execute(text(f"TRUNCATE {staging}"))
-    copy_frame(conn, staging, frame, columns)
+    copy_frame_binary(driver, staging, frame[~new], columns)
     assignments = ", ".join(f"{m} = t.{m} + excluded.{m}" for m in measures)
     conn.execute(text(
         f"INSERT INTO {table} AS t ({', '.join(columns)}) SELECT {', '.join(columns)} FROM {staging}"  # noqa: S608
