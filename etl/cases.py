@@ -31,7 +31,7 @@ import itertools
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from functools import partial
 from typing import Any
 
@@ -63,6 +63,7 @@ from etl.rollup_delta import CaseRollupDelta
 from etl.store import copy_frame, raw_connection
 from geodata.codes import RESOLUTION_LEVELS, SOURCE_CHANNELS, URGENCIES
 from geodata.dictionaries import add_working_time, fetch_calendar
+from geodata.rollups import RECURRING_WINDOW_DAYS
 
 #: Workflow timestamps in order, with the header people know them by (for reasons in rejects).
 STAGE_COLUMNS: dict[str, str] = {
@@ -843,9 +844,13 @@ def _place_and_merge(ctx: LoadContext, work: pd.DataFrame, frame: pd.DataFrame) 
     # The public rollups' two assumptions, read from the store now (the writer owns the connection later):
     # which categories open_data hides, and the oldest report day the public window still keeps.
     hidden = lookups.categories[lookups.categories["sensitive"].astype(bool)]
+    newest = work["_reported_utc"].max()
     delta = CaseRollupDelta(
         sensitive=frozenset(zip(hidden["kind"], hidden["code"], strict=True)),
         public_from=ctx.conn.execute(text("SELECT rollup.public_keep_from()")).scalar_one(),
+        # The recurring places' window can start no later than this file's newest day allows.
+        recurring_horizon=None if pd.isna(newest) else
+        newest.tz_convert(PARTITION_TZ).date() - timedelta(days=RECURRING_WINDOW_DAYS - 1),
     )
     new_count, old_parts, new_days = 0, [], []
     try:

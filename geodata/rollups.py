@@ -22,6 +22,7 @@ it when a category's ``sensitive`` flag flips): one definition of "what the publ
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import fields
 from datetime import date, datetime, timedelta
 from typing import Final
@@ -158,12 +159,16 @@ def refresh_public_rollups(conn: Connection, first_day: date | None, last_day: d
 
 
 def finish_case_refresh(conn: Connection, first_day: date, last_day: date, run_id: int | None,
-                        seconds: float) -> None:
+                        seconds: float, store_recurring: Callable[[Connection], None] | None = None) -> None:
     """After the case rollups of [first_day, last_day] changed (rebuilt here or added to by the ETL's
-    deltas): recurring places again if the change reaches their window, and the refresh stamps."""
+    deltas): recurring places again if the change reaches their window, and the refresh stamps.
+
+    ``store_recurring``: stores the places the caller counted itself (the ETL does when the window holds
+    only its own new cases: see etl.rollup_delta), instead of counting them here.
+    """
     newest = conn.execute(text("SELECT max(day) FROM rollup.case_day_unit WHERE level = 'district'")).scalar()
     if newest is None or last_day >= newest - timedelta(days=RECURRING_WINDOW_DAYS - 1):
-        _refresh_recurring(conn)
+        (store_recurring or _refresh_recurring)(conn)
     _log(conn, "cases", run_id, seconds)
     month = first_day.replace(day=1)
     while month <= last_day:  # the facts engine (geodata/facts.py) re-reads only these months

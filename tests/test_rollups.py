@@ -100,7 +100,8 @@ def test_series_recurring_places_and_assets(demo_city: DemoCity) -> None:
 #: Every case rollup table with its key columns (what ORDER BY needs to compare two reads row by row).
 _CASE_TABLES = {"case_day_unit": "level, unit_code, day", "case_month_grid": "grid_code, month",
                 "case_day_category": "district_code, day, kind, category_code",
-                "case_day_h3": "district_code, day, h3_r8", "open_case": "case_number, reported_at"}
+                "case_day_h3": "district_code, day, h3_r8", "open_case": "case_number, reported_at",
+                "recurring_place": "grid_code, kind, category_code"}
 
 
 def _case_tables(conn) -> dict[str, list[tuple]]:  # type: ignore[no-untyped-def]
@@ -129,7 +130,7 @@ def test_a_full_refresh_gives_the_same_rows(demo_city: DemoCity) -> None:
         after = _case_tables(conn)
         public_after = _public_tables(conn)
     assert len(before["case_day_unit"]) > 1000 and len(before["case_month_grid"]) > 1000
-    assert len(before["open_case"]) > 100
+    assert len(before["open_case"]) > 100 and len(before["recurring_place"]) > 10
     for table in _CASE_TABLES:
         assert before[table] == after[table], table
     # (The public rollups keep only the public window's days: those of the demo year still in it.)
@@ -355,3 +356,60 @@ def test_public_rollup_migration_goes_down_and_up(store: SuiteStore, tmp_path) -
         assert migrate.upgrade(store.writer) == migrate.head_revision()
     with store.writer.connect() as conn:
         assert _public_tables(conn) == tables
+
+
+def test_recurring_places_counted_in_memory_equal_the_query(store: SuiteStore, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A load whose cases are all the recurring window holds counts the places itself (etl.rollup_delta);
+    they equal what the SQL counts from the stored cases -- open cases, voided ones left out, a case in a
+    community without grids, the window's first day -- and a later load that reaches into the old window
+    falls back to the query."""
+    from geodata.settings import Settings
+    from tests import factories
+    from tests.conftest import separate_database
+    from tests.test_etl_cases import _csv, _row
+
+    grid_point = {"经度": "118.01", "纬度": "36.79"}  # grid 370303001001001
+    other_grid = {"经度": "118.035", "纬度": "36.79"}  # grid 370303001001002
+    no_grid = {"经度": "118.08", "纬度": "36.86"}  # community 370303002002 has no grids
+    last = date(2025, 6, 30)
+
+    def case(number: str, day: date, where: dict[str, str], minor: str = "暴露垃圾", **stages: str) -> list[str]:
+        at = f"{day:%Y-%m-%d}"
+        values = {"上报时间": f"{at} 08:00:00", "立案时间": f"{at} 08:10:00", "派遣时间": f"{at} 08:20:00",
+                  "处置时间": f"{at} 09:00:00", "结案时间": f"{at} 09:30:00", "小类": minor, **where, **stages}
+        return _row(number, **values)
+
+    window_start = last - timedelta(days=rollups.RECURRING_WINDOW_DAYS - 1)
+    rows = [case(f"R{i:03d}", last - timedelta(days=i * 7), grid_point) for i in range(6)]  # 6 in the window
+    rows += [case("R100", window_start, other_grid), case("R101", window_start - timedelta(days=1), other_grid),
+             case("R102", last, other_grid, 结案时间=""), case("R103", last, other_grid)]  # 3 in, one open
+    rows += [case(f"R2{i:02d}", last - timedelta(days=i), other_grid, minor="道路破损") for i in range(2)]  # only 2
+    rows += [case(f"R3{i:02d}", last - timedelta(days=i), no_grid) for i in range(4)]  # no grid: never a place
+    queried: list[bool] = []
+    by_query = rollups._refresh_recurring
+    monkeypatch.setattr(rollups, "_refresh_recurring", lambda conn: (queried.append(True), by_query(conn))[1])
+    with separate_database(store, "citygrid_recurring") as engine:
+        settings = Settings(data_dir=tmp_path / "data")
+        factories.build_city(engine, tmp_path, settings)
+        result = factories.load(engine, _csv(tmp_path / "first.csv", rows), "case", settings, crs="EPSG:4326")
+        assert (result.rows_new, result.rows_rejected) == (len(rows), 0), result.notes
+        assert queried == []  # counted in memory
+        query = text("SELECT * FROM rollup.recurring_place ORDER BY grid_code, kind, category_code")
+        with engine.connect() as conn:
+            in_memory = conn.execute(query).all()
+        with engine.begin() as conn:
+            by_query(conn)
+            by_sql = conn.execute(query).all()
+        assert in_memory == by_sql
+        assert [(r.grid_code, r.cases, r.open_cases, r.first_day, r.last_day) for r in in_memory] == [
+            ("370303001001001", 6, 0, last - timedelta(days=35), last),
+            ("370303001001002", 3, 1, window_start, last),
+        ]
+        # A later load inside the same window: the store holds window cases now, so the query counts.
+        later = [case("R400", last, grid_point, 结案时间="")]
+        factories.load(engine, _csv(tmp_path / "later.csv", later), "case", settings, crs="EPSG:4326")
+        assert queried == [True]
+        with engine.connect() as conn:
+            place = conn.execute(text("SELECT cases, open_cases FROM rollup.recurring_place"
+                                      " WHERE grid_code = '370303001001001'")).one()
+        assert tuple(place) == (7, 1)
