@@ -59,7 +59,7 @@ from etl.bulk import (
 )
 from etl.context import LoadContext, note_swapped, parse_coordinates
 from etl.mapping import TEXT_DTYPE
-from etl.rollup_delta import CaseRollupDelta
+from etl.rollup_delta import CaseRollupDelta, copy_rollup_rows
 from etl.store import copy_frame, raw_connection
 from geodata.codes import RESOLUTION_LEVELS, SOURCE_CHANNELS, URGENCIES
 from geodata.dictionaries import add_working_time, fetch_calendar
@@ -844,7 +844,7 @@ def _place_and_merge(ctx: LoadContext, work: pd.DataFrame, frame: pd.DataFrame) 
     # The public rollups' two assumptions, read from the store now (the writer owns the connection later):
     # which categories open_data hides, and the oldest report day the public window still keeps.
     hidden = lookups.categories[lookups.categories["sensitive"].astype(bool)]
-    newest = work["_reported_utc"].max()
+    oldest, newest = work["_reported_utc"].min(), work["_reported_utc"].max()
     delta = CaseRollupDelta(
         sensitive=frozenset(zip(hidden["kind"], hidden["code"], strict=True)),
         public_from=ctx.conn.execute(text("SELECT rollup.public_keep_from()")).scalar_one(),
@@ -852,6 +852,8 @@ def _place_and_merge(ctx: LoadContext, work: pd.DataFrame, frame: pd.DataFrame) 
         recurring_horizon=None if pd.isna(newest) else
         newest.tz_convert(PARTITION_TZ).date() - timedelta(days=RECURRING_WINDOW_DAYS - 1),
     )
+    if not pd.isna(newest):  # so that finished months' rollups can be stored while the next are prepared
+        delta.read_store(ctx.conn, oldest.tz_convert(PARTITION_TZ).date(), newest.tz_convert(PARTITION_TZ).date())
     new_count, old_parts, new_days = 0, [], []
     try:
         attached: set[int] = set()
@@ -871,6 +873,8 @@ def _place_and_merge(ctx: LoadContext, work: pd.DataFrame, frame: pd.DataFrame) 
                 new_count += len(new)
                 new_days.append(new[["reported_at"]])
                 delta.add(new, +1)
+            if rollup_rows := delta.flush(done):
+                writer.submit(partial(copy_rollup_rows, rows=rollup_rows))
             for month in done:
                 if month in created:
                     _finish_month(writer, helper, month)

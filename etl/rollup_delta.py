@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import partial
@@ -270,6 +271,10 @@ class CaseRollupDelta:
     #: :meth:`_recurring`.  The load sets it to its file's newest report day minus the window.
     recurring_horizon: date | None = None
     recurring_rows: list[pd.DataFrame] = field(default_factory=list)
+    #: The days of the load's span that had no case before it, and the store's newest day then: read by
+    #: the load before it writes anything (:meth:`read_store`), else by :meth:`apply`.
+    fresh: FreshDays | None = None
+    newest_before: date | None = None
     first_day: date | None = None
     last_day: date | None = None
 
@@ -319,9 +324,39 @@ class CaseRollupDelta:
         self.first_day = lo if self.first_day is None else min(self.first_day, lo)
         self.last_day = hi if self.last_day is None else max(self.last_day, hi)
 
+    def read_store(self, conn: Connection, first: date, last: date) -> None:
+        """Read what :meth:`flush` and :meth:`apply` need of the store as it is before the load writes:
+        the fresh days of [first, last] and the newest report day."""
+        self.fresh = FreshDays.read(conn, first, last)
+        self.newest_before = newest_day(conn)
+
     @property
     def empty(self) -> bool:
         return self.first_day is None
+
+    def flush(self, months: Sequence[int]) -> list[RollupRows]:
+        """Take out the final rollup rows of these months' fresh days, for the load to COPY now.
+
+        The load calls this when every new case of ``months`` (``YYYYMM``, the partitions' months) has been
+        added: it stores its batches in month order, so nothing more comes for those days -- updates touch
+        only days that had cases already, which are not fresh.  Storing them while the next batches are
+        prepared keeps the server busy then, instead of after the last batch.  Without :attr:`fresh` (read
+        before the load wrote anything) nothing is flushed.
+        """
+        if self.fresh is None or not months:
+            return []
+        fresh, wanted = self.fresh, np.asarray(sorted(months), dtype=np.int64)
+
+        def take(parts: list[pd.DataFrame], column: str) -> list[pd.DataFrame]:
+            if not parts:
+                return []
+            frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+            done = fresh.rows(frame) & np.isin(_month_keys(frame[column]), wanted)
+            parts[:] = [frame[~done]] if not done.all() else []
+            return [frame[done]] if done.any() else []
+
+        return _rollup_rows(take(self.units, "day"), take(self.grids, "month"), take(self.categories, "day"),
+                            take(self.cells, "day"), take(self.public_cells, "day"), take(self.public_grids, "day"))
 
     def apply(self, conn: Connection, run_id: int | None = None) -> float:
         """Upsert the summed changes into the rollups (in the load's transaction); returns seconds."""
@@ -330,29 +365,30 @@ class CaseRollupDelta:
         started = time.perf_counter()
         if self.empty:
             return 0.0
-        measures = list(rollups.MEASURES)
-        # Read before any rollup row is written: which days are new to the store, and its newest day.
-        fresh = FreshDays.read(conn, self.first_day, self.last_day)
-        newest_before = conn.execute(text(
-            "SELECT max(day) FROM rollup.case_day_unit WHERE level = 'district'")).scalar()
-        units = pd.concat(self.units).groupby(["district_code", "street_code", "community_code", "day"],
-                                              dropna=False, sort=False)[measures].sum().reset_index()
-        per_level = []
-        for level, column in _LEVEL_COLUMNS:
-            part = units[units[column].notna()].groupby([column, "day"], sort=False)[measures].sum().reset_index()
-            per_level.append(part.rename(columns={column: "unit_code"}).assign(level=level))
-        _upsert(conn, "rollup.case_day_unit", pd.concat(per_level), ["level", "unit_code", "day"], measures, fresh)
-        grids = pd.concat(self.grids).groupby(["grid_code", "month"], sort=False)[measures].sum().reset_index()
-        _upsert(conn, "rollup.case_month_grid", grids, ["grid_code", "month"], measures, fresh)
-        keys = ["district_code", "day", "kind", "category_code"]
-        categories = pd.concat(self.categories).groupby(keys, sort=False)[list(_CATEGORY_MEASURES)].sum()
-        categories = categories.reset_index().rename(columns={"handled_all": "handled"})
-        _upsert(conn, "rollup.case_day_category", categories, keys,
-                ["reported", "handled", "closed", "closed_on_time", "handle_hours_sum", "handle_hours_count"], fresh)
-        cells = pd.concat(self.cells).groupby(["district_code", "day", "h3_r8"], sort=False)[["reported", "closed"]]
-        cells = cells.sum().reset_index()
-        cells["h3_r8"] = cells["h3_r8"].astype(np.int64)
-        _upsert(conn, "rollup.case_day_h3", cells, ["district_code", "day", "h3_r8"], ["reported", "closed"], fresh)
+        assert self.first_day is not None and self.last_day is not None
+        if self.fresh is None:  # read before any rollup row is written: days new to the store, its newest day
+            self.fresh = FreshDays.read(conn, self.first_day, self.last_day)
+            self.newest_before = newest_day(conn)
+        keep = conn.execute(text("SELECT rollup.public_keep_from()")).scalar_one()
+        assert self.public_from is not None
+        # The public sums assumed the store's sensitive categories and window: rebuild the days if not.
+        public_holds = self.sensitive == stored_sensitive(conn) and keep >= self.public_from
+        if public_holds:
+            for table in ("public_day_h3", "public_day_grid", "public_day_street"):  # days that left the window
+                conn.execute(text(f"DELETE FROM rollup.{table} WHERE day < :keep"), {"keep": keep})  # noqa: S608
+        kept = pd.Timestamp(keep)
+
+        def public(parts: list[pd.DataFrame]) -> list[pd.DataFrame]:
+            if not public_holds:
+                return []
+            return [p[(pd.to_datetime(p["day"]) >= kept).to_numpy()] for p in parts]
+
+        for table, frame, keys, measures, attributes in _rollup_rows(
+                self.units, self.grids, self.categories, self.cells, public(self.public_cells),
+                public(self.public_grids)):
+            _upsert(conn, table, frame, keys, measures, self.fresh, attributes)
+        if not public_holds:
+            rollups.refresh_public_rollups(conn, self.first_day, self.last_day)
         if self.gone:
             gone = pd.concat(self.gone)
             conn.execute(text("CREATE TEMP TABLE IF NOT EXISTS _rollup_gone (case_number text,"
@@ -363,8 +399,6 @@ class CaseRollupDelta:
                               " WHERE o.case_number = g.case_number AND o.reported_at = g.reported_at"))
         if self.open_rows:
             copy_frame_binary(raw_connection(conn), "rollup.open_case", pd.concat(self.open_rows), _OPEN_COLUMNS)
-        self._apply_public(conn, fresh)
-        assert self.first_day is not None and self.last_day is not None
         span = {"first": self.first_day, "last": self.last_day, "first_month": self.first_day.replace(day=1)}
         # Units whose every case moved away by an update keep zero rows: drop them, as a rebuild would.  Only
         # a load that took cases away (updates) can leave one.
@@ -377,7 +411,7 @@ class CaseRollupDelta:
             lower = ":first_month" if column == "month" else ":first"
             conn.execute(text(f"DELETE FROM rollup.{table} WHERE {column} BETWEEN {lower} AND :last"  # noqa: S608
                               f" AND {count} = 0"), span)
-        places = self._recurring(newest_before)
+        places = self._recurring(self.newest_before)
         rollups.finish_case_refresh(conn, self.first_day, self.last_day, run_id, time.perf_counter() - started,
                                     store_recurring=None if places is None else partial(_store_places, places=places))
         return time.perf_counter() - started
@@ -415,37 +449,76 @@ class CaseRollupDelta:
             places[column] = (places[column].to_numpy(dtype=np.int64) * _DAY_NS).astype("datetime64[ns]")
         return places[columns]
 
-    def _apply_public(self, conn: Connection, fresh: FreshDays) -> None:
-        """Add the public partial sums to rollup.public_day_*, or rebuild the load's days when what the sums
-        assumed does not hold: the sensitive categories are not the store's (a case of a sensitive category
-        never counts), or the store keeps older days than the sums do."""
-        keep = conn.execute(text("SELECT rollup.public_keep_from()")).scalar_one()
-        assert self.public_from is not None
-        if self.sensitive != stored_sensitive(conn) or keep < self.public_from:
-            rollups.refresh_public_rollups(conn, self.first_day, self.last_day)
-            return
-        for table in ("public_day_h3", "public_day_grid", "public_day_street"):  # days that left the window
-            conn.execute(text(f"DELETE FROM rollup.{table} WHERE day < :keep"), {"keep": keep})  # noqa: S608
-        names = list(rollups.PUBLIC_MEASURES)
-        kept = pd.Timestamp(keep)
-        if self.public_cells:
-            parts = pd.concat(self.public_cells, ignore_index=True)
-            parts = parts[(pd.to_datetime(parts["day"]) >= kept).to_numpy()]
-            cells = _sum_by(parts, _PUBLIC_CELL_KEYS, parts[names].to_numpy(dtype=np.float64), names)
-            with_street = cells[cells["street_code"].notna().to_numpy()]
-            streets = _sum_by(with_street, ["day", "street_code"], with_street[names].to_numpy(dtype=np.float64),
-                              names)
-            _upsert(conn, "rollup.public_day_street", streets, ["day", "street_code"], names, fresh)
-            located = cells[(cells["h3_r8"].notna() & cells["h3_r7"].notna()).to_numpy()].copy()
-            located["h3_r8"] = located["h3_r8"].astype(np.int64)
-            located["h3_r7"] = located["h3_r7"].astype(np.int64)
-            located["street_code"] = located["street_code"].fillna("")  # '' = no street (a key column)
-            _upsert(conn, "rollup.public_day_h3", located, _PUBLIC_CELL_KEYS, names, fresh)
-        if self.public_grids:
-            parts = pd.concat(self.public_grids, ignore_index=True)
-            parts = parts[(pd.to_datetime(parts["day"]) >= kept).to_numpy()]
-            grids = _sum_by(parts, _PUBLIC_GRID_KEYS, parts[names].to_numpy(dtype=np.float64), names)
-            _upsert(conn, "rollup.public_day_grid", grids, ["day", "grid_code"], names, fresh, ("street_code",))
+
+#: One rollup table's rows: (table, rows, key columns, measure columns, attribute columns).
+RollupRows = tuple[str, pd.DataFrame, list[str], list[str], tuple[str, ...]]
+
+
+def newest_day(conn: Connection) -> date | None:
+    """The store's newest report day (from the district rollups)."""
+    return conn.execute(text("SELECT max(day) FROM rollup.case_day_unit WHERE level = 'district'")).scalar()
+
+
+def _month_keys(values: pd.Series) -> np.ndarray:
+    """Year * 100 + month of each day or month (the partitions' month keys)."""
+    months = pd.to_datetime(values).to_numpy(dtype="datetime64[M]").astype(np.int64)
+    return (months // 12 + 1970) * 100 + months % 12 + 1
+
+
+def _regroup(parts: list[pd.DataFrame], keys: list[str], names: list[str]) -> pd.DataFrame:
+    frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    return _sum_by(frame, keys, frame[names].to_numpy(dtype=np.float64), names)
+
+
+def _rollup_rows(units: list[pd.DataFrame], grids: list[pd.DataFrame], categories: list[pd.DataFrame],
+                 cells: list[pd.DataFrame], public_cells: list[pd.DataFrame],
+                 public_grids: list[pd.DataFrame]) -> list[RollupRows]:
+    """The rows of every rollup table from partial sums (each list: frames of the same keys, any overlap)."""
+    measures = list(rollups.MEASURES)
+    out: list[RollupRows] = []
+    if any(len(p) for p in units):
+        summed = _regroup(units, ["district_code", "street_code", "community_code", "day"], measures)
+        per_level = []
+        for level, column in _LEVEL_COLUMNS:
+            present = summed[summed[column].notna().to_numpy()]
+            part = _sum_by(present, [column, "day"], present[measures].to_numpy(dtype=np.float64), measures)
+            per_level.append(part.rename(columns={column: "unit_code"}).assign(level=level))
+        out.append(("rollup.case_day_unit", pd.concat(per_level, ignore_index=True), ["level", "unit_code", "day"],
+                    measures, ()))
+    if any(len(p) for p in grids):
+        out.append(("rollup.case_month_grid", _regroup(grids, ["grid_code", "month"], measures),
+                    ["grid_code", "month"], measures, ()))
+    if any(len(p) for p in categories):
+        keys = ["district_code", "day", "kind", "category_code"]
+        summed = _regroup(categories, keys, list(_CATEGORY_MEASURES)).rename(columns={"handled_all": "handled"})
+        out.append(("rollup.case_day_category", summed, keys,
+                    ["reported", "handled", "closed", "closed_on_time", "handle_hours_sum", "handle_hours_count"],
+                    ()))
+    if any(len(p) for p in cells):
+        summed = _regroup(cells, ["district_code", "day", "h3_r8"], ["reported", "closed"])
+        summed["h3_r8"] = summed["h3_r8"].astype(np.int64)
+        out.append(("rollup.case_day_h3", summed, ["district_code", "day", "h3_r8"], ["reported", "closed"], ()))
+    names = list(rollups.PUBLIC_MEASURES)
+    if any(len(p) for p in public_cells):
+        summed = _regroup(public_cells, _PUBLIC_CELL_KEYS, names)
+        with_street = summed[summed["street_code"].notna().to_numpy()]
+        streets = _sum_by(with_street, ["day", "street_code"], with_street[names].to_numpy(dtype=np.float64), names)
+        out.append(("rollup.public_day_street", streets, ["day", "street_code"], names, ()))
+        located = summed[(summed["h3_r8"].notna() & summed["h3_r7"].notna()).to_numpy()].copy()
+        located["h3_r8"] = located["h3_r8"].astype(np.int64)
+        located["h3_r7"] = located["h3_r7"].astype(np.int64)
+        located["street_code"] = located["street_code"].fillna("")  # '' = no street (a key column)
+        out.append(("rollup.public_day_h3", located, _PUBLIC_CELL_KEYS, names, ()))
+    if any(len(p) for p in public_grids):
+        out.append(("rollup.public_day_grid", _regroup(public_grids, _PUBLIC_GRID_KEYS, names),
+                    ["day", "grid_code"], names, ("street_code",)))
+    return [row for row in out if len(row[1])]
+
+
+def copy_rollup_rows(driver: Any, rows: list[RollupRows]) -> None:
+    """(The load's writer thread) COPY rollup rows of fresh days (see :meth:`CaseRollupDelta.flush`)."""
+    for table, frame, keys, measures, attributes in rows:
+        copy_frame_binary(driver, table, frame, [*keys, *attributes, *measures])
 
 
 def _sum_by(frame: pd.DataFrame, keys: list[str], values: np.ndarray, names: list[str]) -> pd.DataFrame:
