@@ -153,8 +153,10 @@ class CaseMeasures:
             satisfaction = pd.to_numeric(cases["satisfaction"], errors="coerce")
             put("satisfaction_sum", satisfaction.fillna(0).to_numpy(dtype=np.float64))
             put("satisfaction_count", satisfaction.notna().to_numpy())
-        hours = (handled_at - reported) / 3.6e12
-        put("handle_hours_sum", np.where(handled_any, hours, 0.0))
+        # In whole microseconds until the rows are written (:func:`_rollup_rows`): integer sums are exact in
+        # any order, so partial sums of batches and days add up to what SQL's numeric sum gives.
+        micros = ((handled_at - reported) // 1000).astype(np.float64)
+        put("handle_hours_sum", np.where(handled_any, micros, 0.0))
         put("handle_hours_count", handled_any)
         for name, measure in rollups.CHANNEL_MEASURES.items():
             put(measure, channel == name)
@@ -512,6 +514,9 @@ def _rollup_rows(units: list[pd.DataFrame], grids: list[pd.DataFrame], categorie
     if any(len(p) for p in public_grids):
         out.append(("rollup.public_day_grid", _regroup(public_grids, _PUBLIC_GRID_KEYS, names),
                     ["day", "grid_code"], names, ("street_code",)))
+    for _, frame, _, _, _ in out:
+        if "handle_hours_sum" in frame:  # summed in microseconds (see CaseMeasures.of)
+            frame["handle_hours_sum"] = frame["handle_hours_sum"].to_numpy(dtype=np.float64) / 3.6e9
     return [row for row in out if len(row[1])]
 
 

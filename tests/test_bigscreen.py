@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import asdict
 from datetime import date, datetime
 from typing import Any
 
@@ -105,7 +106,10 @@ def september(demo_city: DemoCity) -> screen_data.ScreenData:
 def test_headline_counts_equal_the_raw_case_reference(demo_city: DemoCity, september: screen_data.ScreenData) -> None:
     raw = count_cases(demo_city.store.reader, date(2026, 9, 1), date(2026, 9, 30),
                       as_of=datetime(2026, 11, 25, 12, tzinfo=TIMEZONE))
-    assert september.counts == raw and raw.reported > 1000
+    got, want = asdict(september.counts), asdict(raw)
+    # A float summed in another order (rollup rows, not cases) may differ in its last bit.
+    assert got.pop("handle_hours_sum") == pytest.approx(want.pop("handle_hours_sum"), rel=1e-12)
+    assert got == want and raw.reported > 1000
 
 
 def test_every_panel_agrees_with_the_headline(demo_city: DemoCity, september: screen_data.ScreenData) -> None:
