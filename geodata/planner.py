@@ -19,7 +19,7 @@ from typing import Any, Final
 import pandas as pd
 from sqlalchemy import Connection, text
 
-from geodata.codes import ADMIN_CODE_LENGTHS
+from geodata.codes import ADMIN_CODE_LENGTHS, code_range
 from geodata.facts import FactQuery
 from geodata.kpi import TIMEZONE, KpiError, period_bounds
 
@@ -163,9 +163,15 @@ def case_filter_sql(query: FactQuery) -> tuple[str, dict[str, Any]]:
     start, end = period_bounds(query.date_from, query.date_to)
     clauses = ["c.reported_at >= :start", "c.reported_at < :end"]
     params: dict[str, Any] = {"start": start, "end": end}
-    if query.area_code is not None:
-        column = {"district": "district_code", "street": "street_code", "community": "community_code",
-                  "grid": "grid_code"}[query.area_level or "grid"]
+    if query.area_level == "community" and query.area_code is not None:
+        # Its gridded cases are one range of the grid index (grid codes start with their community's), the
+        # rest are in the partial index of grid-less cases (migration 0009).
+        clauses.append("c.community_code = :area AND ((c.grid_code >= :low AND c.grid_code < :high)"
+                       " OR (c.grid_code IS NULL AND c.community_code = :area))")
+        low, high = code_range(query.area_code)
+        params.update(area=query.area_code, low=low, high=high)
+    elif query.area_code is not None:
+        column = {"district": "district_code", "street": "street_code", "grid": "grid_code"}[query.area_level or "grid"]
         clauses.append(f"c.{column} = :area")
         params["area"] = query.area_code
     if query.kinds:

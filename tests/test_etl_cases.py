@@ -266,7 +266,7 @@ def test_months_filled_by_the_helper_connection_end_like_the_others(
         tables = [f"core.case_record_{m.replace('-', '')}" for m in months]
         shapes = [_partition_shape(conn, t) for t in tables]
         assert shapes[0] == shapes[1] == shapes[2]  # 201905 and 201907 staged, 201906 the load's own
-        # The key and the parent's two btree indexes (grid, community); case points carry none (0008).
+        # The key and the parent's two btree indexes (grid; grid-less by community, 0009); points none (0008).
         assert any(name.endswith("_M_pkey") for name in shapes[0][0]) and len(shapes[0][0]) == 3
         for table in tables:
             assert conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one() == 40  # noqa: S608
