@@ -915,9 +915,20 @@ def _finish_month(writer: BackgroundWriter, helper: StageWriter | None, month: i
         writer.submit(partial(attach_month, month=month))
 
 
+#: Columns of core.case_record that are nullable and have no default: when a whole frame has none of one,
+#: the COPY leaves it out (the server fills NULL) -- a source without voiding, evaluation or component codes
+#: then costs nothing for them, neither to encode nor to parse.
+_OMITTABLE = frozenset({
+    "component_code", "description", "registered_at", "dispatched_at", "handled_at", "closed_at", "voided_at",
+    "evaluated_at", "handle_deadline", "close_deadline", "resolution_level", "handling_unit", "satisfaction",
+})
+
+
 def _case_copy(frame: pd.DataFrame) -> list[pgcopy.BinaryRows]:
     geom = (frame["_lon"].to_numpy(), frame["_lat"].to_numpy(), 4326)
-    return encode_frame([(c, CASE_COPY_TYPES[c]) for c in CASE_COLUMNS], frame, {"geom": geom})
+    columns = [(c, CASE_COPY_TYPES[c]) for c in CASE_COLUMNS
+               if c not in _OMITTABLE or (c in frame and not frame[c].isna().all())]
+    return encode_frame(columns, frame, {"geom": geom})
 
 
 def _reporter_copy(frame: pd.DataFrame) -> list[pgcopy.BinaryRows]:
