@@ -46,3 +46,26 @@ def test_a_column_of_a_type_it_cannot_encode_is_refused(store: SuiteStore) -> No
         conn.execute(text("CREATE TEMP TABLE odd (payload jsonb) ON COMMIT DROP"))
         with pytest.raises(ValueError, match="payload"):
             copy_frame_binary(raw_connection(conn), "odd", pd.DataFrame({"payload": ["{}"]}), ["payload"])
+
+
+def test_text_of_one_width_rides_in_the_row_block(store: SuiteStore) -> None:
+    """Codes of equal length (no NULL) are laid out as fixed-width fields; a column of slices of a bigger
+    arrow array, another of mixed widths and one with a NULL take the general path: all read back as sent."""
+    import pyarrow as pa
+
+    from etl import pgcopy
+
+    codes = pa.array(["x", "370303001001001", "370303001001002", "370303001002003", "网格"]).slice(1, 3)
+    assert pgcopy._equal_width_bytes(codes.cast(pa.binary())) is not None
+    frame = pd.DataFrame({
+        "grid": pd.Series(pd.arrays.ArrowStringArray(codes)),
+        "name": pd.array(["街道一", "街道二", "社区三"], dtype="string"),  # same byte length, CJK
+        "mixed": pd.array(["a", "bb", "ccc"], dtype="string"),
+        "holed": pd.array(["aa", None, "cc"], dtype="string"),
+    })
+    with store.writer.begin() as conn:
+        conn.execute(text("CREATE TEMP TABLE widths (grid text, name text, mixed text, holed text) ON COMMIT DROP"))
+        copy_frame_binary(raw_connection(conn), "widths", frame, list(frame.columns))
+        rows = conn.execute(text("SELECT * FROM widths")).all()
+    assert rows == [("370303001001001", "街道一", "a", "aa"), ("370303001001002", "街道二", "bb", None),
+                    ("370303001002003", "社区三", "ccc", "cc")]
