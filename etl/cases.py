@@ -838,7 +838,10 @@ def _place_and_merge(ctx: LoadContext, work: pd.DataFrame, frame: pd.DataFrame) 
     created: set[int] = set()
     drop_stale_stages(ctx.conn)
     staged = _staged_months(fresh, len(work))
-    reporter_key = drop_empty_reporter_key(ctx.conn, len(work)) if any(c in work for c in PERSONAL_COLUMNS) else None
+    # (The personal fields are mapped batch by batch: whether the source has any is the mapping's answer.)
+    mapped = ctx.mapping.resolve([c for c in frame.columns if c != "_row"])
+    has_personal = any(c in mapped or c in ctx.mapping.defaults for c in PERSONAL_COLUMNS)
+    reporter_key = drop_empty_reporter_key(ctx.conn, len(work)) if has_personal else None
     writer = BackgroundWriter(ctx.conn)
     helper = StageWriter(ctx.conn.engine, ctx.run_id, staged) if staged else None
     # The public rollups' two assumptions, read from the store now (the writer owns the connection later):

@@ -51,3 +51,30 @@ def test_a_communitys_list_holds_its_gridded_and_its_gridless_cases(store: Suite
             assert total == 3 and len(raw) == 3  # the grid-less community's own three
             gridded, total = planner.case_page(conn, FactQuery(date(2025, 4, 1), date(2025, 4, 30), GRIDDED), 0, 50)
             assert total == 6 and set(gridded["case_number"]) == {"L000", "L001", "L002", "L010", "L011", "L012"}
+
+
+def test_a_first_big_load_builds_the_reporters_key_once(store: SuiteStore, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Into an empty reporters' table a big load copies without the key and builds it after (etl.bulk):
+    the personal fields are mapped batch by batch, so the load asks the mapping whether the source has any.
+    The key is back at the end and the reporters are all there."""
+    from etl import bulk
+
+    dropped: list[object] = []
+    drop = bulk.drop_empty_reporter_key
+    monkeypatch.setattr(bulk, "REPORTER_BULK_ROWS", 1)
+    monkeypatch.setattr("etl.cases.drop_empty_reporter_key",
+                        lambda conn, rows: dropped.append(drop(conn, rows)) or dropped[-1])
+    rows = [_row(f"K{i:03d}", 上报时间=f"2025-04-0{i + 1} 08:00:00", 立案时间=f"2025-04-0{i + 1} 08:10:00",
+                 派遣时间=f"2025-04-0{i + 1} 08:20:00", 处置时间=f"2025-04-0{i + 1} 09:00:00",
+                 结案时间=f"2025-04-0{i + 1} 09:30:00") for i in range(3)]
+    with separate_database(store, "citygrid_reporters") as engine:
+        settings = Settings(data_dir=tmp_path / "data")
+        factories.build_city(engine, tmp_path, settings)
+        loaded = factories.load(engine, _csv(tmp_path / "cases.csv", rows), "case", settings, crs="EPSG:4326")
+        assert (loaded.rows_new, loaded.rows_rejected) == (3, 0), loaded.notes
+        assert len(dropped) == 1 and dropped[0] is not None  # the key went, and came back:
+        with engine.connect() as conn:
+            key = conn.execute(text("SELECT pg_get_constraintdef(oid) FROM pg_constraint"
+                                    " WHERE conrelid = 'private.case_reporter'::regclass AND contype = 'p'")).scalar_one()
+            assert key == "PRIMARY KEY (case_number, case_reported_at)"
+            assert conn.execute(text("SELECT count(*) FROM private.case_reporter")).scalar_one() == 3
