@@ -8,8 +8,8 @@ all inside the load's one transaction:
    CHECK of the parent) plus a CHECK of the month's bounds, and no index (:func:`create_month`);
 2. the month's rows are COPYed in (binary format, see :mod:`etl.pgcopy`): no index to maintain row by row
    and no foreign-key trigger per row;
-3. after its last batch, ``ATTACH PARTITION`` builds each of the parent's indexes once, from sorted input
-   (the GiST index by PostGIS' sorted build), clones the foreign key to ``core.category`` and checks it
+3. after its last batch, ``ATTACH PARTITION`` builds each of the parent's indexes once, from sorted input,
+   clones the foreign key to ``core.category`` and checks it
    with one query, and skips the scan of the bounds because the CHECK implies them; the CHECK is dropped
    afterwards (:func:`attach_month`).  The partition ends up exactly like one made by
    :func:`core.ensure_case_partitions` (bounds, indexes, constraints, grants), with its planner row count
@@ -26,13 +26,15 @@ key and the routing per row) -- the daily increment, small by nature.
 
 The COPYs and ATTACHes run in :class:`BackgroundWriter`, a thread that owns the connection while the main
 thread prepares the next batch; psycopg waits for the server without holding the GIL.  A kill at any
-moment leaves nothing: the tables, the rows and the attachments are one transaction.
+moment leaves nothing: the tables, the rows and the attachments are one transaction.  The same thread
+stores each finished month's rollup rows (etl.rollup_delta.CaseRollupDelta.flush).
 
-What the server still does per row, and what it costs (backend CPU per 200,000 cases): the binary COPY
-itself with the generated columns ~1.1 s; the table's 28 CHECK constraints ~1.3 s, of which the regular
-expression on ``case_number`` (``^[0-9A-Za-z_-]{1,40}$``: PostgreSQL's engine is slow with counted
-repetition) alone ~0.8 s; the four index builds ~1.2 s (the text ones compare with the database's
-C.UTF-8 collation, ~30 % dearer than ``COLLATE "C"``); the reporters ~0.3 s.
+What the server still does per row, and what it costs (backend CPU per 1,000,000 cases, 2026-12): the
+binary COPY itself ~3.1 s, of which the generated columns ~0.8 s; the table's 27 CHECK constraints ~1.6 s
+(evaluated in the COPY or added afterwards, the same); the month's index builds (the key, the grid index,
+the small index of grid-less cases, migration 0009) ~1.5 s; the reporters ~1 s.  Text compares bytewise
+(databases made with LC_COLLATE "C", see geodata.migrate.DATABASE_OPTIONS), which made the index builds
+~30 % cheaper than under C.UTF-8.
 """
 
 from __future__ import annotations

@@ -164,6 +164,10 @@ def test_first_start_initialises_with_postgis(cluster: EmbeddedCluster) -> None:
         info, "writer", "SELECT current_user, pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'citygrid'"
     )
     assert user == owner == "citygrid"
+    # Text compares byte by byte in CityGrid's database (geodata.migrate.DATABASE_OPTIONS).
+    [(collate, encoding)] = _sql(info, "writer", "SELECT datcollate, pg_encoding_to_char(encoding) FROM pg_database"
+                                                 " WHERE datname = 'citygrid'")
+    assert (collate, encoding) == ("C", "UTF8")
 
     settings = dict(
         _sql(
