@@ -103,7 +103,7 @@ class CaseMeasures:
     """
 
     codes: dict[str, np.ndarray]
-    uniques: dict[str, Any]
+    uniques: dict[str, pd.Index]
     values: np.ndarray
     #: Local report day of each case, days since 1970-01-01 (Asia/Shanghai).
     day: np.ndarray
@@ -203,9 +203,9 @@ class CaseMeasures:
         for i, key in reversed(list(enumerate(keys))):
             size = len(self.uniques[key])
             rest, code = np.divmod(rest, size) if i else (rest, rest)
-            taken = self.uniques[key].take(code) if hasattr(self.uniques[key], "take") else self.uniques[key][code]
-            typed = isinstance(getattr(taken, "dtype", None), pd.StringDtype) or getattr(taken, "dtype", None) is not None \
-                and taken.dtype.kind == "M"
+            taken = self.uniques[key].take(code)  # every unique set is a pandas Index
+            # Text and time keys keep their dtype; others are object arrays, as the upserts have read them.
+            typed = isinstance(taken.dtype, pd.StringDtype) or taken.dtype.kind == "M"
             out.insert(0, key, taken.array if typed else np.asarray(taken, dtype=object))
         return out
 
