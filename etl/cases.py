@@ -654,11 +654,11 @@ def _validate_values(ctx: LoadContext, work: pd.DataFrame) -> pd.DataFrame:
 
 
 def _locate(ctx: LoadContext, work: pd.DataFrame) -> pd.DataFrame:
-    from etl.locate import CODE_COLUMNS, h3_cells, locate_points
+    from etl.locate import CODE_COLUMNS, h3_cells, locate_units, unit_codes
 
     lon, lat = work["_lon"].to_numpy(), work["_lat"].to_numpy()
-    units = locate_points(ctx.admin_index, lon, lat)
-    outside = units["district_code"].isna().to_numpy()
+    units = locate_units(ctx.admin_index, lon, lat)
+    outside = units < 0  # every unit has its district: -1 (nowhere) is the only way to have none
     work = _reject(
         ctx, work, outside,
         lambda m: [f"outside the city: no district contains ({x:.6f}, {y:.6f}) after conversion to WGS 84"
@@ -666,7 +666,7 @@ def _locate(ctx: LoadContext, work: pd.DataFrame) -> pd.DataFrame:
     )
     keep = ~outside
     for column in CODE_COLUMNS:
-        work[column] = _text(units[column].to_numpy()[keep], work.index)
+        work[column] = _text(unit_codes(ctx.admin_index, units[keep], column), work.index)
     cells = h3_cells(lon[keep], lat[keep])
     for column in cells.columns:
         work[column] = cells[column].to_numpy()

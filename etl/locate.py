@@ -61,6 +61,7 @@ import geopandas as gpd
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
 import shapely
 from h3.api import basic_int as h3_int
 
@@ -141,6 +142,13 @@ class AdminIndex:
     levels: Mapping[str, LevelIndex]
     columns: Mapping[str, ObjectArray] = field(repr=False)
     bounds: tuple[float, float, float, float] | None = None
+    _arrow_columns: dict[str, pa.Array] = field(default_factory=dict, repr=False, compare=False)
+
+    def arrow_column(self, column: str) -> pa.Array:
+        """``columns[column]`` as an arrow string array, made once per index."""
+        if column not in self._arrow_columns:
+            self._arrow_columns[column] = pa.array(self.columns[column], type=pa.string(), from_pandas=True)
+        return self._arrow_columns[column]
 
     @classmethod
     def from_frame(cls, units: gpd.GeoDataFrame | pd.DataFrame) -> AdminIndex:
@@ -308,12 +316,11 @@ def _spatial_order(index: AdminIndex, x: FloatArray, y: FloatArray) -> npt.NDArr
     return np.argsort(kx * cells + ky)
 
 
-def locate_points(index: AdminIndex, lon: npt.ArrayLike, lat: npt.ArrayLike) -> pd.DataFrame:
-    """District, street, community and grid code of each point (EPSG:4326), None where there is none.
+def locate_units(index: AdminIndex, lon: npt.ArrayLike, lat: npt.ArrayLike) -> IntArray:
+    """The finest unit containing each point (EPSG:4326), as its number in ``index.columns``; -1 where none.
 
-    Returns a frame with one row per point, in input order, and the columns :data:`CODE_COLUMNS` of object
-    dtype.  The codes of a row are always prefix-consistent.  Points outside every district, and points
-    with a NaN or infinite coordinate, get None in every column.
+    Points with a NaN or infinite coordinate are nowhere (-1).  :func:`locate_points` turns the numbers
+    into codes; :func:`unit_codes` into arrow text columns without a Python string per row.
     """
     x, y = _as_coordinates(lon, lat)
     unit = np.full(len(x), -1, dtype=np.intp)  # per point, its unit's number in index.columns; -1 nowhere
@@ -332,6 +339,25 @@ def locate_points(index: AdminIndex, lon: npt.ArrayLike, lat: npt.ArrayLike) -> 
                 unit[remaining[found]] = level_index.offset + hit[found]
                 remaining, points, px, py = remaining[~found], points[~found], px[~found], py[~found]
         del points
+    return unit
+
+
+def unit_codes(index: AdminIndex, units: IntArray, column: str) -> pa.Array:
+    """The ``column`` code (:data:`CODE_COLUMNS`) of each unit number from :func:`locate_units`, as an arrow
+    string array (null for -1 and for units coarser than the column): one gather from the few distinct
+    codes, instead of a million Python strings."""
+    codes = index.arrow_column(column)
+    return codes.take(pa.array(np.where(units < 0, len(codes) - 1, units), type=pa.int64()))
+
+
+def locate_points(index: AdminIndex, lon: npt.ArrayLike, lat: npt.ArrayLike) -> pd.DataFrame:
+    """District, street, community and grid code of each point (EPSG:4326), None where there is none.
+
+    Returns a frame with one row per point, in input order, and the columns :data:`CODE_COLUMNS` of object
+    dtype.  The codes of a row are always prefix-consistent.  Points outside every district, and points
+    with a NaN or infinite coordinate, get None in every column.
+    """
+    unit = locate_units(index, lon, lat)
     # dtype=object explicitly: pandas 3 would infer its string dtype, with NaN rather than None.
     return pd.DataFrame(
         {col: index.columns[col][unit] for col in CODE_COLUMNS}, columns=list(CODE_COLUMNS), dtype=object

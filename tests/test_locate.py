@@ -25,7 +25,9 @@ from etl.locate import (
     in_extent,
     locate_geometries,
     locate_points,
+    locate_units,
     str_to_h3,
+    unit_codes,
 )
 
 # (min_lon, min_lat, max_lon, max_lat) of Shandong province, roughly.
@@ -170,6 +172,19 @@ def test_codes_are_prefix_consistent(index: AdminIndex) -> None:
         assert (located[fine][both].str[:length] == located[coarse][both]).all()
     inside = (lon >= 118.0) & (lon <= 118.4) & (lat >= 36.0) & (lat <= 36.2)
     assert located["district_code"].notna().to_numpy().tolist() == inside.tolist()
+
+
+def test_unit_numbers_give_the_same_codes_as_arrow_text(index: AdminIndex) -> None:
+    """The ETL's path (unit numbers, then one arrow gather per code column) equals locate_points, nulls
+    (outside, non-finite, a community without grids) included."""
+    rng = np.random.default_rng(5)
+    lon = np.append(rng.uniform(117.95, 118.45, 5_000), [np.nan, np.inf])
+    lat = np.append(rng.uniform(35.95, 36.25, 5_000), [36.1, 36.1])
+    units = locate_units(index, lon, lat)
+    located = locate_points(index, lon, lat)
+    assert (units < 0).sum() > 100 and units[-2:].tolist() == [-1, -1]
+    for column in CODE_COLUMNS:
+        assert unit_codes(index, units, column).to_pylist() == located[column].tolist(), column
 
 
 def test_garbage_collector_is_left_as_it_was(index: AdminIndex) -> None:
