@@ -788,15 +788,7 @@ def _batches(months: np.ndarray) -> list[tuple[np.ndarray, list[int]]]:
     if not len(months):
         return []
     order = np.argsort(months, kind="stable")
-    size = max(_BATCH_ROWS_MIN, -(-len(months) // _BATCHES))
-    # Small batches first, each half as big again as the one before: the server has nothing to do until the
-    # first is ready, and while it stores one batch the next (1.5 times as many rows) is prepared in about
-    # the same time.
-    step = min(size, max(_BATCH_ROWS_MIN // 10, size // 8))
-    bounds = [0]
-    while bounds[-1] < len(order):
-        bounds.append(min(bounds[-1] + step, len(order)))
-        step = min(size, step * 3 // 2)
+    bounds = np.concatenate(([0], np.cumsum(_batch_sizes(len(order))))).tolist()
     ordered = months[order]
     distinct, first = np.unique(ordered, return_index=True)
     last = np.append(first[1:], len(ordered)) - 1
@@ -805,6 +797,25 @@ def _batches(months: np.ndarray) -> list[tuple[np.ndarray, list[int]]]:
         done = [int(m) for m, end in zip(distinct, last, strict=True) if start <= end < stop]
         batches.append((order[start:stop], done))
     return batches
+
+
+def _batch_sizes(rows: int) -> list[int]:
+    """Batch sizes for ``rows`` rows: small ones first and last, about an eighth of the file in between.
+
+    Why: the server has nothing to do until the first batch is ready, and while it stores one batch the
+    next (1.5 times as many rows) is prepared in about the same time; at the end the other way round, so
+    that what the server still has to store after the last batch is prepared is little.
+    """
+    size = max(_BATCH_ROWS_MIN, -(-rows // _BATCHES))
+    ramp: list[int] = []
+    step = min(size, max(_BATCH_ROWS_MIN // 10, size // 8))
+    while step < size and 2 * (sum(ramp) + step) <= rows:
+        ramp.append(step)
+        step = step * 3 // 2
+    middle = rows - 2 * sum(ramp)
+    sizes = [*ramp, *([size] * (middle // size)), *([middle % size] if middle % size else []), *ramp[::-1]]
+    assert sum(sizes) == rows
+    return sizes
 
 
 def _report_days(*frames: pd.DataFrame) -> tuple[date, date] | None:

@@ -289,3 +289,26 @@ def test_dense_distinct_counting_matches_numpys_unique() -> None:
         _, want_first, want_inverse = np.unique(key, return_index=True, return_inverse=True)
         assert first.tolist() == want_first.tolist()
         assert inverse.tolist() == want_inverse.reshape(-1).tolist()
+
+
+def test_batches_cover_every_row_once_small_at_both_ends() -> None:
+    """Batches hold every row once, in month order; each month is reported done with its last row; the
+    first and the last batches are the small ones (the pipeline's start and end, etl.cases._batch_sizes)."""
+    from etl.cases import _batch_sizes, _batches
+
+    for rows in (0, 1, 999, 60_000, 1_000_000):
+        sizes = _batch_sizes(rows)
+        assert sum(sizes) == rows and all(s > 0 for s in sizes)
+        if len(sizes) > 2:
+            assert sizes[0] == sizes[-1] < max(sizes)
+    rng = np.random.default_rng(2)
+    months = rng.choice([202501, 202502, 202503, 202507], 200_000)
+    seen, done = [], []
+    for positions, finished in _batches(months):
+        seen.append(positions)
+        done += finished
+        for month in finished:  # no row of a finished month comes later
+            assert month not in set(months[np.setdiff1d(np.arange(len(months)), np.concatenate(seen))].tolist())
+    order = np.concatenate(seen)
+    assert sorted(order.tolist()) == list(range(len(months)))
+    assert (np.diff(months[order]) >= 0).all() and done == [202501, 202502, 202503, 202507]
