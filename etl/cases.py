@@ -58,6 +58,7 @@ from etl.bulk import (
     restore_reporter_key,
 )
 from etl.context import LoadContext, note_swapped, parse_coordinates
+from etl.locate import CODE_COLUMNS, H3_COLUMNS
 from etl.mapping import TEXT_DTYPE
 from etl.rollup_delta import CaseRollupDelta, copy_rollup_rows
 from etl.store import copy_frame, raw_connection
@@ -654,7 +655,7 @@ def _validate_values(ctx: LoadContext, work: pd.DataFrame) -> pd.DataFrame:
 
 
 def _locate(ctx: LoadContext, work: pd.DataFrame) -> pd.DataFrame:
-    from etl.locate import CODE_COLUMNS, h3_cells, locate_units, unit_codes
+    from etl.locate import h3_cells, locate_units, unit_codes
 
     lon, lat = work["_lon"].to_numpy(), work["_lat"].to_numpy()
     units = locate_units(ctx.admin_index, lon, lat)
@@ -1031,6 +1032,17 @@ def _apply_updates(ctx: LoadContext, incoming: pd.DataFrame,
     if bad.any():
         ctx.rejects.reject_rows(incoming.loc[bad, "_row"], [reasons[n] for n in incoming.index[bad]], "reported_at")
         incoming, base = incoming[~bad], base[~bad]
+    # The place is the case's own: an update never moves it, so what follows (the events' district, the
+    # rollups' delta) takes the stored one -- else the rollups would count the case where the row says
+    # and the store keeps it where it was first located.
+    place = [c for c in (*CODE_COLUMNS, *H3_COLUMNS) if c in base.columns and c in incoming.columns]
+    elsewhere = np.zeros(len(incoming), dtype=bool)
+    for column in place:
+        elsewhere |= ~_same(incoming[column], base[column])
+    if elsewhere.any():
+        ctx.notes.append(f"{int(elsewhere.sum())} update row(s) place their case elsewhere than it is stored; the "
+                         "stored place is kept (a case's place never changes with an update)")
+    incoming = incoming.assign(**{column: base[column].to_numpy() for column in place})
     changed_columns = {c: ~_same(incoming[c], base[c]) for c in MUTABLE_COLUMNS if c in base.columns}
     changed = np.zeros(len(incoming), dtype=bool)
     for mask in changed_columns.values():

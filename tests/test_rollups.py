@@ -413,3 +413,34 @@ def test_recurring_places_counted_in_memory_equal_the_query(store: SuiteStore, t
             place = conn.execute(text("SELECT cases, open_cases FROM rollup.recurring_place"
                                       " WHERE grid_code = '370303001001001'")).one()
         assert tuple(place) == (7, 1)
+
+
+def test_an_update_that_places_its_case_elsewhere_keeps_the_stored_place(store: SuiteStore, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """An update row whose coordinates fall in another grid changes the case's stages, not its place (a
+    case's place is its own); the rollups' delta counts it where it is stored, so they equal a rebuild, and
+    the load says so in a note.  (Found at city scale: a few dozen updates near grid edges.)"""
+    from geodata.settings import Settings
+    from tests import factories
+    from tests.conftest import separate_database
+    from tests.test_etl_cases import _csv, _row
+
+    first = _row("MOVE001", 经度="118.01", 纬度="36.79", 处置时间="", 结案时间="", 解决层级="",
+                 满意度="")  # grid ...001001001, dispatched and open
+    moved = _row("MOVE001", 经度="118.035", 纬度="36.815")  # grid ...001001004: handled and closed
+    with separate_database(store, "citygrid_moved") as engine:
+        settings = Settings(data_dir=tmp_path / "data")
+        factories.build_city(engine, tmp_path, settings)
+        loaded = factories.load(engine, _csv(tmp_path / "first.csv", [first]), "case", settings, crs="EPSG:4326")
+        assert (loaded.rows_new, loaded.rows_rejected) == (1, 0), loaded.notes
+        update = factories.load(engine, _csv(tmp_path / "update.csv", [moved]), "case", settings, crs="EPSG:4326")
+        assert (update.rows_updated, update.rows_rejected) == (1, 0)
+        with engine.connect() as conn:
+            stored = conn.execute(text("SELECT grid_code, status FROM core.case_record WHERE case_number = 'MOVE001'")).one()
+            assert tuple(stored) == ("370303001001001", "closed")
+            delta_built = _case_tables(conn)
+            grid_rows = conn.execute(text("SELECT grid_code, reported, closed FROM rollup.case_month_grid")).all()
+        assert [tuple(r) for r in grid_rows] == [("370303001001001", 1, 1)]
+        with engine.begin() as conn:
+            rollups.refresh_all(conn)
+            assert _case_tables(conn) == delta_built
+        assert any("elsewhere than it is stored" in note for note in update.notes), update.notes
