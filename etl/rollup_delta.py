@@ -4,8 +4,10 @@ Why: re-aggregating the touched report days in SQL costs a scan with thirty aggr
 much as storing the cases again, and a daily file of stage updates touches days all over the year, which
 would mean re-reading the year (ten million cases at city scale) every day.  Every stored measure is a sum
 over cases of a function of one case's state, so a load's effect is exact as a delta: + the new cases,
-+ the new state of each updated case, − its old state.  The ETL computes those sums in numpy while the
-server stores the cases, and upserts a few thousand summed rows.
++ the new state of each updated case, − its old state (an update never moves a case: both states have
+its stored place).  The ETL computes those sums in numpy while the server stores the cases.  Rows of days
+that had no stored case (a first load, a new month) are COPYed in, each month's as soon as its last batch
+is in (:meth:`CaseRollupDelta.flush`); rows of other days are staged and merged at the end.
 
 The public rollups (rollup.public_day_*, migration 0006) hold only what ``open_data.case_public`` shows:
 cases not voided, of categories not marked sensitive, and only days the public may still see.  Both live
