@@ -17,8 +17,6 @@ from dashboard import coverage_view as view
 from dashboard import exports, filters
 from layers.i18n import normalise_language, t
 
-_TABLE_STYLE: dict[str, Any] = exports.TABLE_STYLE
-
 
 def _buttons(what: str, formats: tuple[str, ...], lang: str) -> list[html.Button]:
     return [html.Button(f"{t(f'coverage.export.{what}', lang)} {fmt.upper()}",
@@ -28,7 +26,7 @@ def _buttons(what: str, formats: tuple[str, ...], lang: str) -> list[html.Button
 
 def _table(table_id: str, columns: tuple[str, ...], lang: str) -> dash_table.DataTable:
     return dash_table.DataTable(id=table_id, columns=[{"id": c, "name": t(f"col.{c}", lang)} for c in columns],
-                                sort_action="native", page_size=15, **_TABLE_STYLE)
+                                sort_action="native", page_size=15, **exports.TABLE_STYLE)
 
 
 def layout(**query: str) -> html.Div:

@@ -16,8 +16,6 @@ from dashboard import exports, filters
 from dashboard import heatmap_view as view
 from layers.i18n import normalise_language, t
 
-_TABLE_STYLE: dict[str, Any] = exports.TABLE_STYLE
-
 
 def _buttons(what: str, formats: tuple[str, ...], lang: str) -> list[html.Button]:
     return [html.Button(f"{t(f'heatmap.export.{what}', lang)} {fmt.upper()}",
@@ -57,7 +55,7 @@ def layout(**query: str) -> html.Div:
         html.Div(_buttons("places", exports.FORMATS, lang), className="cg-actions"),
         dash_table.DataTable(id="heatmap-places", columns=[{"id": c, "name": t(f"col.{c}", lang)}
                                                            for c in view.PLACE_TABLE_COLUMNS],
-                             sort_action="native", page_size=20, **_TABLE_STYLE),
+                             sort_action="native", page_size=20, **exports.TABLE_STYLE),
         dcc.Download(id="heatmap-download"),
     ], className="cg-page")
 
