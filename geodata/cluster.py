@@ -1270,13 +1270,9 @@ class EmbeddedCluster:
                     )
                 writer = creds["writer"].user
                 if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE]).fetchone() is None:
-                    from geodata.migrate import DATABASE_OPTIONS  # UTF-8, LC_COLLATE "C": see there why
+                    from geodata.migrate import create_database  # UTF-8, LC_COLLATE "C": see there why
 
-                    create = sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(DATABASE), sql.Identifier(writer))
-                    try:
-                        conn.execute(sql.Composed([create, sql.SQL(" " + DATABASE_OPTIONS)]))
-                    except psycopg.Error:  # a server whose character classes are not UTF-8's: its own defaults
-                        conn.execute(create)
+                    create_database(conn, DATABASE, writer)
             with psycopg.connect(self._conninfo(port, admin, DATABASE), autocommit=True) as conn:
                 conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
         except psycopg.Error as exc:

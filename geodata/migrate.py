@@ -6,12 +6,13 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
@@ -102,17 +103,22 @@ def head_revision() -> str:
 DATABASE_OPTIONS = "TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C'"
 
 
-def create_database(admin: Connection, name: str, owner: str) -> bool:
-    """Create database ``name`` (an identifier of ours) owned by ``owner`` on an AUTOCOMMIT admin connection.
+def create_database(admin: Any, name: str, owner: str) -> bool:
+    """Create database ``name`` owned by ``owner`` on an autocommit psycopg admin connection (the embedded
+    cluster's set-up, temporary databases and the test suite all make theirs here).
 
     With :data:`DATABASE_OPTIONS` when the server accepts them (it refuses when its default character
     classes are not UTF-8's); else as the server's template makes it.  Returns whether the options held.
     """
+    import psycopg
+    from psycopg import sql
+
+    create = sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(owner))
     try:
-        admin.execute(text(f'CREATE DATABASE "{name}" OWNER "{owner}" {DATABASE_OPTIONS}'))
+        admin.execute(sql.Composed([create, sql.SQL(" " + DATABASE_OPTIONS)]))
         return True
-    except DBAPIError:
-        admin.execute(text(f'CREATE DATABASE "{name}" OWNER "{owner}"'))
+    except psycopg.Error:
+        admin.execute(create)
         return False
 
 
@@ -130,7 +136,7 @@ def temporary_database(admin_url: str, writer_url: str, prefix: str) -> Iterator
     writer = make_url(normalise_url(writer_url)).set(database=name)
     admin = create_engine(normalise_url(admin_url), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        create_database(conn, name, str(writer.username))  # our own generated name
+        create_database(conn.connection.driver_connection, name, str(writer.username))
     # template0 has no PostGIS, and the writer may not create it: the admin does.
     inside = create_engine(make_url(normalise_url(admin_url)).set(database=name), isolation_level="AUTOCOMMIT")
     with inside.connect() as conn:

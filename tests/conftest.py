@@ -69,7 +69,7 @@ def store() -> Iterator[SuiteStore]:
     admin = create_engine(engines.normalise_url(admin_url), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         owner = "citygrid" if role_urls else make_url(engines.normalise_url(admin_url)).username
-        migrate.create_database(conn, name, owner)
+        migrate.create_database(conn.connection.driver_connection, name, owner)
     try:
         if role_urls:
             writer_url = role_urls["writer"].replace("%7Bdb%7D", name).replace("{db}", name)
