@@ -746,27 +746,49 @@ def _has_marks(buffer: bytes) -> bool:
 
 
 def _scan_quick(buffer: bytes, delimiter: int, marked: bool) -> _Scan | None:
-    """The records of a plain CSV buffer without counting fields, or None when the file is not plain.
+    """The records of a CSV buffer taken to be one per line, or None when it holds undecodable bytes.
 
-    Why: counting the delimiters outside quotes is most of the scan's cost on an export that quotes
-    every text value (tens of millions of quotes and delimiters), yet on a well-formed file pyarrow counts
-    the fields anyway while parsing.  "Plain" means: every quote is where a well-formed CSV puts it (see
-    :class:`_Quotes`), no line break lies inside quotes (so a record is a line), the file does not end
-    inside quotes and holds no undecodable bytes.  Then records, line numbers and blank lines are exactly
-    what :func:`_scan` finds; only ``fields`` is left out (None), and the caller lets pyarrow check the
-    field counts (:func:`_read_csv` falls back to :func:`_scan` when any row has the wrong count).
+    Why: finding every quote (tens of millions in an export that quotes each text value) and counting the
+    delimiters outside them was most of the read's cost, ~1 s of one core per million rows, while on a
+    plain file pyarrow learns the same while parsing.  So this scan looks only at line breaks, and the
+    assumption that each record is one line is proved afterwards (:func:`_one_record_per_line`): pyarrow,
+    quote-aware, must return exactly one row of the header's width per non-blank line.  A record that
+    spans lines (a quoted line break) ends on a line that is not blank (it holds at least the closing
+    quote), so it makes fewer rows than lines and sends the caller to the exact scan (:func:`_scan`), as
+    does any row with the wrong field count.  ``fields`` is None: not counted.
     """
     if marked and _has_marks(buffer):
         return None
     arr = np.frombuffer(buffer, dtype=np.uint8)
     breaks = _line_breaks(arr, buffer)
-    if b'"' in buffer:
-        quotes = _Quotes.find(arr, delimiter)
-        if quotes.quotes is None or quotes.open_at_eof or bool(quotes.inside(breaks).any()):
-            return None
     starts, ends, content_ends = _record_bounds(arr, breaks)
-    lines = np.arange(1, len(starts) + 1, dtype=np.int64)  # one record per line: no quoted breaks
+    lines = np.arange(1, len(starts) + 1, dtype=np.int64)  # taken as one record per line, checked later
     return _Scan(starts, ends, content_ends, lines, lines, None, False, False, np.empty(0, dtype=np.int64))
+
+
+def _parse_plain(buffer: bytes, scan: _Scan, delimiter: str, name: str) -> pa.Table | None:
+    """The data rows after a quick scan, or None when the file is not one record per line (or any row has
+    the wrong field count): then the caller scans exactly.
+
+    Besides pyarrow's row count (:func:`_scan_quick`), it checks what counting cannot see: a quote left
+    open in the header line, or in the last non-blank line (only blank lines follow it, so the counts
+    could still agree).
+    """
+    content = scan.content_ends > scan.starts
+    nonblank = np.flatnonzero(content)
+    if len(nonblank) < 2:
+        return None
+    header_index, last = int(nonblank[0]), int(nonblank[-1])
+    for index, end in ((header_index, int(scan.content_ends[header_index])), (last, len(buffer))):
+        start = int(scan.starts[index])
+        piece = np.frombuffer(buffer, dtype=np.uint8, count=end - start, offset=start)
+        if b'"' in buffer[start:end] and _Quotes.find(piece, ord(delimiter)).open_at_eof:
+            return None
+    header_text = buffer[scan.starts[header_index] : scan.content_ends[header_index]].decode("utf-8")
+    width = len(_split_record(header_text, delimiter))
+    return _parse_good_records(
+        buffer, scan, header_index, nonblank[1:], [], delimiter, width, name, exact=False
+    )
 
 
 def _scan(buffer: bytes, delimiter: int, marked: bool) -> _Scan:
@@ -856,7 +878,10 @@ def _read_csv(path: Path, encoding: str | None, delimiter: str | None) -> RawTab
     if delim > 0x7F:
         raise SourceError(f"'{name}': the delimiter must be an ASCII character, not {delimiter!r}.")
     marked = not detection.strict
-    scan = _scan_quick(buffer, delim, marked) or _scan(buffer, delim, marked)
+    scan = _scan_quick(buffer, delim, marked)
+    table = _parse_plain(buffer, scan, delimiter, name) if scan is not None else None
+    if table is None:  # a record spans lines or has the wrong field count: find it the exact way
+        scan = _scan(buffer, delim, marked)
     content = scan.content_ends > scan.starts
     nonblank = np.flatnonzero(content)
     if len(nonblank) == 0:
@@ -891,12 +916,6 @@ def _read_csv(path: Path, encoding: str | None, delimiter: str | None) -> RawTab
     whitespace_only: list[int] = []
     last = record_count - 1
     file_unterminated = scan.ends[last] == len(buffer) and last > header_index
-    table: pa.Table | None = None
-    if scan.fields is None:  # plain file: let pyarrow check the field counts while parsing
-        good = data_records[content[data_records]]
-        table = _parse_good_records(buffer, scan, header_index, good, [], delimiter, width, name, exact=False)
-        if table is None:  # some record has the wrong field count: find it the exact way
-            scan = _scan(buffer, delim, marked)
     assert scan.fields is not None or table is not None
 
     def record_text(index: int) -> str:
@@ -1019,8 +1038,9 @@ def _parse_good_records(
 
     The excluded records are cut out of the buffer first, so pyarrow sees only records with the right
     field count and must return exactly ``len(good)`` rows; anything else is an error, not a loss.
-    With ``exact=False`` (after :func:`_scan_quick`, which did not count fields) a disagreement is not
-    an error but None: the caller then scans exactly and finds the records with the wrong field count.
+    With ``exact=False`` (after :func:`_scan_quick`, which took each line for a record and counted no
+    fields) a disagreement is not an error but None: the caller then scans exactly and finds the records
+    that span lines or have the wrong field count.
     """
     columns = [f"f{i}" for i in range(width)]
     if len(good) == 0:
@@ -1053,7 +1073,8 @@ def _parse_good_records(
                 quote_char='"',
                 double_quote=True,
                 escape_char=False,
-                newlines_in_values=scan.quoted_breaks,
+                # After a quick scan, quote-aware parsing is what makes a record spanning lines show.
+                newlines_in_values=scan.quoted_breaks or not exact,
                 ignore_empty_lines=True,
                 invalid_row_handler=disagree,
             ),
@@ -1192,7 +1213,9 @@ def _read_xlsx(path: Path, sheet: str | int | None) -> RawTable:
     except SourceError:
         raise
     except Exception as error:
-        raise SourceError(f"'{name}': a sheet could not be read ({error}): save it again as .xlsx.") from error
+        raise SourceError(
+            f"'{name}': a sheet could not be read ({error}): save it again as .xlsx."
+        ) from error
     if header_cells is None:
         raise SourceError(
             f"'{name}': sheet '{worksheet.title}' is empty: pick the sheet with the data (--sheet)."

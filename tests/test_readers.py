@@ -14,6 +14,7 @@ import io
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -312,15 +313,18 @@ def test_random_awkward_csvs_agree_with_pythons_csv_module(tmp_path: Path) -> No
 QUICK_AND_EXACT_FILES = {
     "unquoted": ("id,name,x\n1,张店,1.5\n2,,2\n3,淄川,\n", True),
     "all quoted": ('"id","name","x"\n"1","张,店","1.5"\r\n"2","","2"\n\n"3","a ""q"" b",3\n', True),
-    "stray quotes": ('id,name,x\n1,ab"c,1\n2,"q"r,2\n3,"x,""y""",3', False),
+    "stray quotes": ('id,name,x\n1,ab"c,1\n2,"q"r,2\n3,"x,""y""",3', True),
     "text after a closing quote": ('id,name,x\n1,"q"r,1\n2,"x,""y""",2\r\n', True),
     "embedded newline": ('id,name,x\n1,"two\nlines",1\n2,"cr\r\nlf",2\n3,c,3\n', False),
     "embedded quote and break": ('id,name,x\n1,"say ""hi""\nthen",1\n2,b,2\n', False),
     "wrong counts, blanks, spaces, cut": (
         'id,name,x\n1,a,1\n2,b\n\n   \n3,"c",3,extra\n,,\n4,"d",4\n5,e',
-        True,
+        False,  # wrong field counts: pyarrow sends it to the exact scan
     ),
     "unclosed quote at the end": ('id,name,x\n1,a,1\n2,"b,2\n3,c,3\n', False),
+    "unclosed quote on the last line, blank lines after": ('id,name,x\n1,a,1\n2,"b,2\n\n\n', False),
+    "quoted break in a value, blank line inside": ('id,name,x\n1,"a\n\nb",1\n2,c,2\n', False),
+    "quoted break in the header": ('id,"na\nme",x\n1,a,1\n2,b,2\n', False),
 }
 
 
@@ -328,15 +332,25 @@ QUICK_AND_EXACT_FILES = {
 def test_quick_and_exact_csv_scans_read_the_same(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
-    """The quick scan (no field counting; pyarrow checks the counts, falling back to the exact scan when
-    one is wrong) and the exact scan give the same frame, rejects, row numbers and notes.  The exact
-    path is forced by making the quick scan decline, as it does for any file that is not plain."""
+    """The quick scan (a record per line, no quotes looked at, no field counting; pyarrow checks both,
+    falling back to the exact scan when either is wrong) and the exact scan give the same frame, rejects,
+    row numbers and notes.  A plain file never needs the exact scan; the exact path is forced by making
+    the quick scan decline, as it does for a file with undecodable bytes."""
     from etl import readers
 
     text, plain = QUICK_AND_EXACT_FILES[name]
     path = write(tmp_path, "cases.csv", text)
-    assert (readers._scan_quick(text.encode(), ord(","), False) is not None) is plain
+    exact_scan = readers._scan
+    whole_file_scans: list[int] = []
+
+    def counting_scan(buffer: bytes, delimiter: int, marked: bool) -> Any:
+        if len(buffer) == len(text.encode()):
+            whole_file_scans.append(1)
+        return exact_scan(buffer, delimiter, marked)
+
+    monkeypatch.setattr(readers, "_scan", counting_scan)
     quick = read_table(path)
+    assert (not whole_file_scans) is plain
     monkeypatch.setattr(readers, "_scan_quick", lambda buffer, delimiter, marked: None)
     exact = read_table(path)
     assert_shape(quick)
