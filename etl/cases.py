@@ -611,6 +611,18 @@ def _truthy(series: pd.Series) -> pd.Series:
     return result.astype("boolean")
 
 
+def _whole_count(values: pd.Series) -> pd.Series:
+    """Whole numbers 0-1000 as floats; anything else NaN."""
+    number = pd.to_numeric(values, errors="coerce").astype("float64")
+    return number.where((number >= 0) & (number % 1 == 0) & (number <= 1000))
+
+
+def _rating(values: pd.Series) -> pd.Series:
+    """Satisfaction 1-5 as floats; anything else NaN."""
+    number = pd.to_numeric(values, errors="coerce").astype("float64")
+    return number.where(number.isin([1, 2, 3, 4, 5]))
+
+
 def _validate_values(ctx: LoadContext, work: pd.DataFrame) -> pd.DataFrame:
     """Channels, urgency, levels, flags, counts and satisfaction: known words and sane numbers only."""
     if "source_channel" not in work:
@@ -636,15 +648,16 @@ def _validate_values(ctx: LoadContext, work: pd.DataFrame) -> pd.DataFrame:
         parsed = _per_value(raw, _truthy)
         work = _reject(ctx, work, _mask(raw.notna()) & _mask(parsed.isna()), f"{flag} must be yes/no (是/否)", flag)
         work[flag] = _aligned(parsed, work).fillna(False).astype(bool)
+    # Numbers are parsed and judged on the distinct values (NaN: not acceptable), then spread to the rows.
     for count in ("rework_count", "returned_count"):
         raw = _column(work, count)
-        parsed = _per_value(raw, lambda values: pd.to_numeric(values, errors="coerce").astype("float64"))
-        bad = _mask(raw.notna()) & _mask(parsed.isna() | (parsed < 0) | (parsed % 1 != 0) | (parsed > 1000))
+        parsed = _per_value(raw, _whole_count)
+        bad = _mask(raw.notna()) & _mask(parsed.isna())
         work = _reject(ctx, work, bad, f"{count} must be a whole number from 0", count)
         work[count] = _aligned(parsed, work).fillna(0).astype("int16")
     raw = _column(work, "satisfaction")
-    parsed = _per_value(raw, lambda values: pd.to_numeric(values, errors="coerce").astype("float64"))
-    bad = _mask(raw.notna()) & _mask(parsed.isna() | ~parsed.isin([1, 2, 3, 4, 5]))
+    parsed = _per_value(raw, _rating)
+    bad = _mask(raw.notna()) & _mask(parsed.isna())
     work = _reject(ctx, work, bad, "satisfaction (满意度) must be 1-5 or a rating word", "satisfaction")
     work["satisfaction"] = _aligned(parsed, work).astype("Int16")
     component = _column(work, "component_code")

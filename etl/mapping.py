@@ -121,7 +121,10 @@ def _clean_text(column: pd.Series) -> pa.Array:
     if array.type != pa.string():
         array = array.cast(pa.string())
     stripped = pc.utf8_trim_whitespace(array)
-    return pc.if_else(pc.equal(stripped, ""), pa.scalar(None, pa.string()), stripped)
+    empty = pc.equal(stripped, "")
+    if not pc.any(empty).as_py():  # the usual case (readers already read empty cells as missing): no copy
+        return stripped
+    return pc.if_else(empty, pa.scalar(None, pa.string()), stripped)
 
 
 def _translate(array: pa.Array, lookup: dict[str, str]) -> pa.Array:
