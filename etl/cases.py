@@ -909,11 +909,14 @@ def _place_and_merge(ctx: LoadContext, work: pd.DataFrame, frame: pd.DataFrame) 
                     attached.add(month)
         for month in sorted(created - attached):
             _finish_month(writer, helper, month)
+        # While the server stores the last batches: the recurring places (for delta.apply), and the
+        # reporters' key built by this connection while the helper still indexes its last month.
+        delta.count_recurring()
+        if reporter_key is not None:
+            writer.submit(partial(restore_reporter_key, key=reporter_key))
         if helper is not None:
             for month, name in helper.close():
                 writer.submit(partial(attach_stage, name=name, month=month))
-        if reporter_key is not None:
-            writer.submit(partial(restore_reporter_key, key=reporter_key))
         writer.close()
     except BaseException:
         writer.abort()
@@ -1000,10 +1003,14 @@ def _new_case_copies(new: pd.DataFrame, fresh: set[int], created: set[int], stag
 
 
 def _staged_months(fresh: set[int], rows: int) -> frozenset[int]:
-    """The fresh months the helper connection fills: every other one, for a load big enough to gain by it."""
+    """The fresh months the helper connection fills: every other one, for a load big enough to gain by it.
+
+    The last month is one of them: its index builds then run beside the load connection's closing work
+    (the reporters' key, the rollups) instead of after it.
+    """
     if rows < STAGE_MIN_ROWS or len(fresh) < 2:
         return frozenset()
-    return frozenset(sorted(fresh)[0::2])
+    return frozenset(sorted(fresh, reverse=True)[0::2])
 
 
 def _copy_all(copies: list[tuple[str, list[pgcopy.BinaryRows], int | None]], driver: Any) -> None:

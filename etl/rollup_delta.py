@@ -261,6 +261,8 @@ class CaseRollupDelta:
     newest_before: date | None = None
     first_day: date | None = None
     last_day: date | None = None
+    #: The places counted by :meth:`count_recurring` and the rows they were counted from (see there).
+    _counted: tuple[int, date, date | None, pd.DataFrame | None] | None = field(default=None, repr=False)
 
     def add(self, cases: pd.DataFrame, sign: int) -> None:
         """Add (sign +1) or take away (sign −1) these cases' contributions."""
@@ -395,10 +397,23 @@ class CaseRollupDelta:
             lower = ":first_month" if column == "month" else ":first"
             conn.execute(text(f"DELETE FROM rollup.{table} WHERE {column} BETWEEN {lower} AND :last"  # noqa: S608
                               f" AND {count} = 0"), span)
-        places = self._recurring(self.newest_before)
+        places = self.count_recurring()
         rollups.finish_case_refresh(conn, self.first_day, self.last_day, run_id, time.perf_counter() - started,
                                     store_recurring=None if places is None else partial(_store_places, places=places))
         return time.perf_counter() - started
+
+    def count_recurring(self) -> pd.DataFrame | None:
+        """:meth:`_recurring` for the store as :meth:`read_store` found it, counted once for the rows added so far.
+
+        The load calls it after its last batch, while the server still stores that batch, so that
+        :meth:`apply` finds the places counted; rows added after it (updates) make it count again.
+        """
+        if self.last_day is None:  # nothing added
+            return None
+        key = (len(self.recurring_rows), self.last_day, self.newest_before)
+        if self._counted is None or self._counted[:3] != key:
+            self._counted = (*key, self._recurring(self.newest_before))
+        return self._counted[3]
 
     def _recurring(self, newest_before: date | None) -> pd.DataFrame | None:
         """The recurring places, when this load's new cases are all the window holds; else None (SQL).
