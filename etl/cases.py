@@ -364,6 +364,9 @@ def _aligned(series: pd.Series, work: pd.DataFrame) -> pd.Series:
 
 def _per_value(series: pd.Series, func: Callable[[pd.Series], pd.Series]) -> pd.Series:
     """``func`` applied to the distinct values of a text column (None for missing), spread back to every row."""
+    if series.isna().all():  # the source has no such column (or leaves it empty): one value, no encoding
+        result = func(pd.Series([None], dtype=object)).reset_index(drop=True)
+        return pd.Series(result.array.take(np.zeros(len(series), dtype=np.intp)), index=series.index)
     sample, inverse = _distinct(series.to_frame(), {"value": series})
     result = func(sample["value"]).reset_index(drop=True)
     return pd.Series(result.array.take(inverse), index=series.index)
