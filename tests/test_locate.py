@@ -15,6 +15,8 @@ from h3.api import basic_int as h3_int
 from shapely.geometry import GeometryCollection, LineString, Point, Polygon, box
 from sqlalchemy import Connection, text
 
+from etl import h3lattice
+from etl.h3lattice import LatticeCells, lattice_keys
 from etl.locate import (
     CODE_COLUMNS,
     H3_COLUMNS,
@@ -482,3 +484,58 @@ def test_h3_for_a_million_points() -> None:
     assert cells.shape == (1_000_000, 4)
     sample = slice(0, 1_000_000, 997)
     assert cells["h3_r7"][sample].tolist() == [h3_int.cell_to_parent(c, 7) for c in cells["h3_r10"][sample]]
+
+
+def _h3_per_point(lat: np.ndarray, lon: np.ndarray, res: int) -> list[int]:
+    return [h3_int.latlng_to_cell(y, x, res) for y, x in zip(lat.tolist(), lon.tolist(), strict=True)]
+
+
+def test_lattice_cells_are_h3s_cells_for_a_dense_city() -> None:
+    """A city's points share cells: h3 is asked once per lattice key, and every answer is h3's own."""
+    lon, lat = _random_points(1_000_000, (118.0, 36.7, 118.3, 36.9), seed=21)
+    cells = LatticeCells(10)
+    got = cells(lat, lon)
+    assert got.astype(np.int64).tolist() == _h3_per_point(lat, lon, 10)
+    keys = lattice_keys(lat, lon, 10, h3lattice._faces())
+    assert (keys < 0).mean() < 1e-3  # almost every point is keyed, not asked of h3 itself
+    assert len(np.unique(keys)) < 100_000  # ~57,000 cells: far fewer h3 calls than points
+    # Remembered keys serve a second batch (and must still be right).
+    lon2, lat2 = _random_points(200_000, (118.0, 36.7, 118.3, 36.9), seed=22)
+    assert cells(lat2, lon2).astype(np.int64).tolist() == _h3_per_point(lat2, lon2, 10)
+    assert cells._trusted
+
+
+@pytest.mark.parametrize("res", [0, 2, 5, 8, 10, 12])
+def test_lattice_cells_are_h3s_cells_everywhere(res: int) -> None:
+    """The whole globe, every face and both classes of resolution (odd ones go to h3 point by point)."""
+    rng = np.random.default_rng(23 + res)
+    lat = np.degrees(np.arcsin(rng.uniform(-1.0, 1.0, 100_000)))
+    lon = rng.uniform(-180.0, 180.0, 100_000)
+    cells = LatticeCells(res)
+    assert cells(lat, lon).astype(np.int64).tolist() == _h3_per_point(lat, lon, res)
+    assert cells._trusted is (res % 2 == 0)
+
+
+def test_lattice_cells_on_the_hard_points() -> None:
+    """Where rounding or the face is decided by a hair: cell corners and edge midpoints, face centres,
+    pentagons, points a hair either side of a face edge; all must be h3's answer, asked directly."""
+    rng = np.random.default_rng(29)
+    lon, lat = _random_points(300, (118.0, 36.7, 118.3, 36.9), seed=30)
+    glon = rng.uniform(-180.0, 180.0, 300)
+    glat = np.degrees(np.arcsin(rng.uniform(-1.0, 1.0, 300)))
+    points: list[tuple[float, float]] = []
+    for y, x in zip(np.concatenate([lat, glat]).tolist(), np.concatenate([lon, glon]).tolist(), strict=True):
+        boundary = h3_int.cell_to_boundary(h3_int.latlng_to_cell(y, x, 10))
+        points.extend(boundary)
+        points.extend(((a[0] + b[0]) / 2, (a[1] + b[1]) / 2)
+                      for a, b in zip(boundary, boundary[1:] + boundary[:1], strict=True))
+    for cell in h3_int.get_res0_cells():
+        points.append(h3_int.cell_to_latlng(cell))
+        points.extend(h3_int.cell_to_boundary(cell))
+    for y, x in list(points[-500:]):
+        for nudge in (1e-12, -1e-12, 1e-9, -1e-9):
+            points.append((y + nudge, x - nudge))
+    plat = np.array([p[0] for p in points])
+    plon = np.array([p[1] for p in points])
+    for res in (10, 8, 2):
+        assert LatticeCells(res)(plat, plon).astype(np.int64).tolist() == _h3_per_point(plat, plon, res), res
