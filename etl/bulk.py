@@ -298,8 +298,8 @@ class StageWriter:
 
     Why: the COPY of a month with its CHECKs and generated columns, and its index builds, cost the server
     ~16 s of one backend's CPU per million cases; the months are independent until they are attached, so
-    half of them go through this connection while the load's own connection stores the other half (and
-    the reporters).  Each month is one transaction here: create ``core.case_stage_<run>_<month>`` (the
+    two of three go through this connection while the load's own connection stores the third (and every
+    month's reporters and rollup rows).  Each month is one transaction here: create ``core.case_stage_<run>_<month>`` (the
     parent's columns, CHECKs and a CHECK of the month's bounds), COPY its batches in, build the parent's
     key and indexes on it, commit.  The load's transaction then attaches it (:func:`attach_stage`): ATTACH
     adopts the key and the indexes instead of building them, the bounds CHECK spares it the scan, and it

@@ -114,8 +114,8 @@ _GLOBAL_FIELDS = ("case_number", "reported_at")
 #: server stores one batch while the next is located: see :mod:`etl.bulk`.
 _BATCH_ROWS_MIN = 50_000
 _BATCHES = 8
-#: From this many rows on, a load with two fresh months or more fills every other one through a second
-#: connection (both cores on the server; see :class:`etl.bulk.StageWriter`).
+#: From this many rows on, a load with two fresh months or more fills two of every three through a second
+#: connection (both cores on the server; see :class:`etl.bulk.StageWriter` and :func:`_staged_months`).
 STAGE_MIN_ROWS = 100_000
 
 #: How each column of core.case_record travels in the binary COPY (see :mod:`etl.pgcopy`).
@@ -1006,14 +1006,15 @@ def _new_case_copies(new: pd.DataFrame, fresh: set[int], created: set[int], stag
 
 
 def _staged_months(fresh: set[int], rows: int) -> frozenset[int]:
-    """The fresh months the helper connection fills: every other one, for a load big enough to gain by it.
+    """The fresh months the helper connection fills: two of every three, for a load big enough to gain by it.
 
+    Two of three because the load's own connection also stores every month's reporters and rollup rows.
     The last month is one of them: its index builds then run beside the load connection's closing work
     (the reporters' key, the rollups) instead of after it.
     """
     if rows < STAGE_MIN_ROWS or len(fresh) < 2:
         return frozenset()
-    return frozenset(sorted(fresh, reverse=True)[0::2])
+    return frozenset(month for i, month in enumerate(sorted(fresh, reverse=True)) if i % 3 != 2)
 
 
 def _copy_all(copies: list[tuple[str, list[pgcopy.BinaryRows], int | None]], driver: Any) -> None:
