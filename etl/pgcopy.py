@@ -71,7 +71,7 @@ def _values_and_nulls(kind: str, values: Any) -> tuple[np.ndarray, np.ndarray | 
         null_series = values.isna()
         null = null_series.to_numpy(dtype=bool) if null_series.any() else None
         if null is not None:
-            values = values.fillna(0)
+            values = values.fillna(False if kind == "bool" else 0)
         array = values.to_numpy(dtype=_BIG_ENDIAN[kind].lstrip("<>"))
     else:
         array = np.asarray(values)

@@ -22,19 +22,21 @@ def test_every_type_reads_back_as_sent(store: SuiteStore) -> None:
         "big": [2**62, -1, 0, 613_196_575_764_742_143],
         "share": [0.5, -1e-9, 1e300, float("nan")],
         "flag": [True, False, True, False],
+        "maybe": pd.array([True, None, False, None], dtype="boolean"),
         "at": pd.to_datetime(["2025-01-01 08:00:00.123456", None, "1970-01-01 00:00:00.0", "2262-04-11 00:00:00.0"],
                              utc=True),
     })
     with store.writer.begin() as conn:
         conn.execute(text(
             "CREATE TEMP TABLE copied (code text, day date, count4 integer, count2 smallint, big bigint,"
-            " share double precision, flag boolean, at timestamptz) ON COMMIT DROP"))
+            " share double precision, flag boolean, maybe boolean, at timestamptz) ON COMMIT DROP"))
         written = copy_frame_binary(raw_connection(conn), "copied", frame, list(frame.columns))
         rows = conn.execute(text("SELECT * FROM copied")).all()
     assert written == 4
-    assert rows[0] == ("370303", date(2025, 1, 1), 1, 1, 2**62, 0.5, True,
+    assert rows[0] == ("370303", date(2025, 1, 1), 1, 1, 2**62, 0.5, True, True,
                        datetime(2025, 1, 1, 8, 0, 0, 123456, tzinfo=UTC))
-    assert rows[1][0] is None and rows[1][1] == date(1999, 12, 31) and rows[1][3] is None and rows[1][7] is None
+    assert rows[1][0] is None and rows[1][1] == date(1999, 12, 31) and rows[1][3] is None and rows[1][8] is None
+    assert [row[7] for row in rows] == [True, None, False, None]  # nullable booleans (the on-time flags)
     assert rows[2][0] == "" and rows[2][1] is None and rows[2][2] == 2_000_000_000 and rows[2][5] == 1e300
     assert rows[3][0] == "街道 ä" and rows[3][1] == date(2026, 2, 28) and rows[3][3] == 32_000
     # A pandas column's missing values (NaN included) are NULL, as everywhere in pandas.
