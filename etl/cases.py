@@ -912,9 +912,10 @@ def _place_and_merge(ctx: LoadContext, work: pd.DataFrame, frame: pd.DataFrame) 
                     attached.add(month)
         for month in sorted(created - attached):
             _finish_month(writer, helper, month)
-        # While the server stores the last batches: the recurring places (for delta.apply), and the
-        # reporters' key built by this connection while the helper still indexes its last month.
-        delta.count_recurring()
+        # While the helper still fills and indexes its last month: the recurring places and the reporters'
+        # key, on this connection.
+        if (store_places := delta.recurring_job()) is not None:
+            writer.submit(store_places)
         if reporter_key is not None:
             writer.submit(partial(restore_reporter_key, key=reporter_key))
         if helper is not None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import partial
@@ -275,6 +275,8 @@ class CaseRollupDelta:
     last_day: date | None = None
     #: The places counted by :meth:`count_recurring` and the rows they were counted from (see there).
     _counted: tuple[int, date, date | None, pd.DataFrame | None] | None = field(default=None, repr=False)
+    #: The count :meth:`recurring_job` handed to the writer (the same tuple object as ``_counted`` then).
+    _stored: tuple[int, date, date | None, pd.DataFrame | None] | None = field(default=None, repr=False)
 
     def add(self, cases: pd.DataFrame, sign: int) -> None:
         """Add (sign +1) or take away (sign −1) these cases' contributions."""
@@ -410,9 +412,31 @@ class CaseRollupDelta:
             conn.execute(text(f"DELETE FROM rollup.{table} WHERE {column} BETWEEN {lower} AND :last"  # noqa: S608
                               f" AND {count} = 0"), span)
         places = self.count_recurring()
+        if places is None:
+            store = None
+        elif self._stored is not None and self._stored is self._counted:  # stored by the load's writer already
+            store = _already_stored
+        else:
+            store = partial(_store_places, places=places)
         rollups.finish_case_refresh(conn, self.first_day, self.last_day, run_id, time.perf_counter() - started,
-                                    store_recurring=None if places is None else partial(_store_places, places=places))
+                                    store_recurring=store)
         return time.perf_counter() - started
+
+    def recurring_job(self) -> Callable[[Any], None] | None:
+        """A job for the load's writer thread that stores the recurring places counted now, or None when they
+        are to be counted by SQL (:meth:`_recurring`).
+
+        The load submits it after its last batch, so the places are stored while the server finishes the
+        other months; :meth:`apply` then skips them, unless rows added since (updates) changed the count.
+        Stored early or late, it is the same rows in the same transaction: :func:`rollups.finish_case_refresh`
+        always stores the places counted in memory (they exist only when the window holds just this load's
+        cases, which then reach the store's newest day).
+        """
+        places = self.count_recurring()
+        if places is None:
+            return None
+        self._stored = self._counted
+        return partial(_store_places_raw, places=places)
 
     def count_recurring(self) -> pd.DataFrame | None:
         """:meth:`_recurring` for the store as :meth:`read_store` found it, counted once for the rows added so far.
@@ -578,8 +602,18 @@ def _grouped_sums(codes: list[np.ndarray], uniques: list[pd.Index], keys: list[s
 
 def _store_places(conn: Connection, places: pd.DataFrame) -> None:
     """Replace the recurring places with those counted in memory."""
-    conn.execute(text("DELETE FROM rollup.recurring_place"))
-    copy_frame_binary(raw_connection(conn), "rollup.recurring_place", places, list(places.columns))
+    _store_places_raw(raw_connection(conn), places)
+
+
+def _store_places_raw(driver: Any, places: pd.DataFrame) -> None:
+    """(psycopg connection, e.g. the load's writer thread) Replace the recurring places with these."""
+    with driver.cursor() as cursor:
+        cursor.execute("DELETE FROM rollup.recurring_place")
+    copy_frame_binary(driver, "rollup.recurring_place", places, list(places.columns))
+
+
+def _already_stored(conn: Connection) -> None:
+    """The recurring places were stored by the load's writer (CaseRollupDelta.recurring_job)."""
 
 
 def _open_rows(cases: pd.DataFrame, day: pd.Series) -> pd.DataFrame:
