@@ -1,7 +1,7 @@
 """The ETL's *locate* step: which district, street, community and unit grid a thing lies in, and its H3 cells.
 
-Everything here works in memory on numpy arrays, vectorised; the only Python-level loop over the points
-is the one h3 call per point that h3 4.x leaves us (and the H3 string conversions for callers).
+Everything here works in memory on numpy arrays, vectorised; the only Python-level loop is h3's, once per
+H3 cell the points fall in (:mod:`etl.h3lattice`), and the H3 string conversions for callers.
 
 Why in Python and not in PostGIS
 --------------------------------
