@@ -21,9 +21,10 @@ one point in 10^5 is asked directly.
 The faces' centres and lattice axes are read from h3 itself (:func:`_faces`): each face-centred base
 cell gives its face's centre, and a neighbour of its centre child at resolution 2 gives a lattice axis
 (the hexagon lattice is the same under turns of 60 degrees, so any of the six neighbours serves).
-:func:`lattice_cells` checks its answers against h3 for a sample of the points of every call and
-falls back to one h3 call per point if they ever disagree, so a future h3 that changes its geometry can
-slow this down but never make it wrong; ``tests/test_locate.py`` compares millions of points.
+:class:`LatticeCells` also checks a sample of every call's answers against h3 and goes back to one h3
+call per point if they ever disagree: a guard against a future h3 whose geometry differs from what was
+read.  ``tests/test_locate.py`` compares millions of points, and the hard ones (cell corners, face
+centres, face edges).
 """
 
 from __future__ import annotations
@@ -124,6 +125,8 @@ def lattice_keys(lat_deg: npt.ArrayLike, lng_deg: npt.ArrayLike, res: int, faces
     """Each point's lattice key at ``res`` (an even resolution), or -1 where h3 must answer for the point."""
     lat = np.asarray(lat_deg, dtype=np.float64) * _DEG_TO_RAD
     lng = np.asarray(lng_deg, dtype=np.float64) * _DEG_TO_RAD
+    if len(lat) == 0:
+        return np.empty(0, dtype=np.int64)
     cos_lat = np.cos(lat)
     px, py, pz = np.cos(lng) * cos_lat, np.sin(lng) * cos_lat, np.sin(lat)
     # The nearest face centre is the one of largest dot product (unit vectors).  A face is exactly the

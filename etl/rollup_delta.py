@@ -441,8 +441,8 @@ class CaseRollupDelta:
     def count_recurring(self) -> pd.DataFrame | None:
         """:meth:`_recurring` for the store as :meth:`read_store` found it, counted once for the rows added so far.
 
-        The load calls it after its last batch, while the server still stores that batch, so that
-        :meth:`apply` finds the places counted; rows added after it (updates) make it count again.
+        Both :meth:`recurring_job` (after the load's last batch) and :meth:`apply` ask; rows added in between
+        (updates) make it count again.
         """
         if self.last_day is None:  # nothing added
             return None
