@@ -207,7 +207,8 @@ class LatticeCells:
         # Known keys (a hashed index) and their cells: a load's batches mostly revisit the same cells.
         self._keys = pd.Index(np.empty(0, dtype=np.int64))
         self._cells = np.empty(0, dtype=np.uint64)
-        self._trusted = res in KEYED_RESOLUTIONS and _faces() is not None
+        # The faces are read from h3 on the first call, not here: dashboards import etl.locate and never locate.
+        self._trusted = res in KEYED_RESOLUTIONS
         self._lock = threading.Lock()
 
     def __call__(self, lat: npt.ArrayLike, lng: npt.ArrayLike) -> np.ndarray:

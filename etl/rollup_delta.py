@@ -273,10 +273,10 @@ class CaseRollupDelta:
     newest_before: date | None = None
     first_day: date | None = None
     last_day: date | None = None
-    #: The places counted by :meth:`count_recurring` and the rows they were counted from (see there).
-    _counted: tuple[int, date, date | None, pd.DataFrame | None] | None = field(default=None, repr=False)
-    #: The count :meth:`recurring_job` handed to the writer (the same tuple object as ``_counted`` then).
-    _stored: tuple[int, date, date | None, pd.DataFrame | None] | None = field(default=None, repr=False)
+    #: The places :meth:`count_recurring` counted, under the key of what they were counted from.
+    _counted: tuple[tuple[int, date, date | None], pd.DataFrame | None] | None = field(default=None, repr=False)
+    #: The key of the places :meth:`recurring_job` handed to the load's writer.
+    _stored_key: tuple[int, date, date | None] | None = field(default=None, repr=False)
 
     def add(self, cases: pd.DataFrame, sign: int) -> None:
         """Add (sign +1) or take away (sign −1) these cases' contributions."""
@@ -328,7 +328,7 @@ class CaseRollupDelta:
         """Read what :meth:`flush` and :meth:`apply` need of the store as it is before the load writes:
         the fresh days of [first, last] and the newest report day."""
         self.fresh = FreshDays.read(conn, first, last)
-        self.newest_before = newest_day(conn)
+        self.newest_before = rollups.newest_day(conn)
 
     @property
     def empty(self) -> bool:
@@ -368,7 +368,7 @@ class CaseRollupDelta:
         assert self.first_day is not None and self.last_day is not None
         if self.fresh is None:  # read before any rollup row is written: days new to the store, its newest day
             self.fresh = FreshDays.read(conn, self.first_day, self.last_day)
-            self.newest_before = newest_day(conn)
+            self.newest_before = rollups.newest_day(conn)
         keep = conn.execute(text("SELECT rollup.public_keep_from()")).scalar_one()
         assert self.public_from is not None
         # The public sums assumed the store's sensitive categories and window: rebuild the days if not.
@@ -412,11 +412,10 @@ class CaseRollupDelta:
             conn.execute(text(f"DELETE FROM rollup.{table} WHERE {column} BETWEEN {lower} AND :last"  # noqa: S608
                               f" AND {count} = 0"), span)
         places = self.count_recurring()
-        if places is None:
-            store = None
-        elif self._stored is not None and self._stored is self._counted:  # stored by the load's writer already
-            store = _already_stored
-        else:
+        store: Callable[[Connection], None] | None = None
+        if places is not None and self._counted is not None and self._stored_key == self._counted[0]:
+            store = _already_stored  # by the load's writer, after its last batch (recurring_job)
+        elif places is not None:
             store = partial(_store_places, places=places)
         rollups.finish_case_refresh(conn, self.first_day, self.last_day, run_id, time.perf_counter() - started,
                                     store_recurring=store)
@@ -433,10 +432,10 @@ class CaseRollupDelta:
         cases, which then reach the store's newest day).
         """
         places = self.count_recurring()
-        if places is None:
+        if places is None or self._counted is None:
             return None
-        self._stored = self._counted
-        return partial(_store_places_raw, places=places)
+        self._stored_key = self._counted[0]
+        return partial(_store_places, places=places)
 
     def count_recurring(self) -> pd.DataFrame | None:
         """:meth:`_recurring` for the store as :meth:`read_store` found it, counted once for the rows added so far.
@@ -447,9 +446,9 @@ class CaseRollupDelta:
         if self.last_day is None:  # nothing added
             return None
         key = (len(self.recurring_rows), self.last_day, self.newest_before)
-        if self._counted is None or self._counted[:3] != key:
-            self._counted = (*key, self._recurring(self.newest_before))
-        return self._counted[3]
+        if self._counted is None or self._counted[0] != key:
+            self._counted = (key, self._recurring(self.newest_before))
+        return self._counted[1]
 
     def _recurring(self, newest_before: date | None) -> pd.DataFrame | None:
         """The recurring places, when this load's new cases are all the window holds; else None (SQL).
@@ -487,11 +486,6 @@ class CaseRollupDelta:
 
 #: One rollup table's rows: (table, rows, key columns, measure columns, attribute columns).
 RollupRows = tuple[str, pd.DataFrame, list[str], list[str], tuple[str, ...]]
-
-
-def newest_day(conn: Connection) -> date | None:
-    """The store's newest report day (from the district rollups)."""
-    return conn.execute(text("SELECT max(day) FROM rollup.case_day_unit WHERE level = 'district'")).scalar()
 
 
 def _month_keys(values: pd.Series) -> np.ndarray:
@@ -600,13 +594,9 @@ def _grouped_sums(codes: list[np.ndarray], uniques: list[pd.Index], keys: list[s
     return out
 
 
-def _store_places(conn: Connection, places: pd.DataFrame) -> None:
-    """Replace the recurring places with those counted in memory."""
-    _store_places_raw(raw_connection(conn), places)
-
-
-def _store_places_raw(driver: Any, places: pd.DataFrame) -> None:
-    """(psycopg connection, e.g. the load's writer thread) Replace the recurring places with these."""
+def _store_places(target: Connection | Any, places: pd.DataFrame) -> None:
+    """Replace the recurring places, on the load's connection or (psycopg) its writer thread's."""
+    driver = raw_connection(target) if isinstance(target, Connection) else target
     with driver.cursor() as cursor:
         cursor.execute("DELETE FROM rollup.recurring_place")
     copy_frame_binary(driver, "rollup.recurring_place", places, list(places.columns))

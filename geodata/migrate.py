@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alembic import command
 from alembic.config import Config
@@ -17,6 +17,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from geodata.errors import StoreError
+
+if TYPE_CHECKING:
+    import psycopg
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -103,7 +106,7 @@ def head_revision() -> str:
 DATABASE_OPTIONS = "TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C'"
 
 
-def create_database(admin: Any, name: str, owner: str) -> bool:
+def create_database(admin: psycopg.Connection[Any], name: str, owner: str) -> bool:
     """Create database ``name`` owned by ``owner`` on an autocommit psycopg admin connection (the embedded
     cluster's set-up, temporary databases and the test suite all make theirs here).
 

@@ -158,6 +158,11 @@ def refresh_public_rollups(conn: Connection, first_day: date | None, last_day: d
                  {"first_day": first_day, "last_day": last_day})
 
 
+def newest_day(conn: Connection) -> date | None:
+    """The store's newest report day: every stored case counts in its district's row of its day."""
+    return conn.execute(text("SELECT max(day) FROM rollup.case_day_unit WHERE level = 'district'")).scalar()
+
+
 def finish_case_refresh(conn: Connection, first_day: date, last_day: date, run_id: int | None,
                         seconds: float, store_recurring: Callable[[Connection], None] | None = None) -> None:
     """After the case rollups of [first_day, last_day] changed (rebuilt here or added to by the ETL's
@@ -166,7 +171,7 @@ def finish_case_refresh(conn: Connection, first_day: date, last_day: date, run_i
     ``store_recurring``: stores the places the caller counted itself (the ETL does when the window holds
     only its own new cases: see etl.rollup_delta), instead of counting them here.
     """
-    newest = conn.execute(text("SELECT max(day) FROM rollup.case_day_unit WHERE level = 'district'")).scalar()
+    newest = newest_day(conn)
     if newest is None or last_day >= newest - timedelta(days=RECURRING_WINDOW_DAYS - 1):
         (store_recurring or _refresh_recurring)(conn)
     _log(conn, "cases", run_id, seconds)
@@ -179,7 +184,7 @@ def finish_case_refresh(conn: Connection, first_day: date, last_day: date, run_i
 def _refresh_recurring(conn: Connection) -> None:
     """Recurring places: a minor category at one grid at least RECURRING_MIN_CASES times in the last
     RECURRING_WINDOW_DAYS days of data ("problems that keep coming back", for the pages and the big screen)."""
-    last = conn.execute(text("SELECT max(day) FROM rollup.case_day_unit WHERE level = 'district'")).scalar()
+    last = newest_day(conn)
     conn.execute(text("DELETE FROM rollup.recurring_place"))
     if last is None:
         return
